@@ -1,0 +1,61 @@
+"""Helpers that let training loops run unchanged under ``torchrun`` with DDP.
+
+Models are built, then wrapped (``DistributedDataParallel``) by the caller; loops use a sampler per
+rank; only rank 0 logs and writes checkpoints. Nothing here holds global state of its own: the
+process group is torch's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def _initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_rank() -> int:
+    """Rank of this process (0 when not distributed)."""
+    return dist.get_rank() if _initialized() else 0
+
+
+def get_world_size() -> int:
+    """Number of processes (1 when not distributed)."""
+    return dist.get_world_size() if _initialized() else 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0, the only rank that logs and saves."""
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op when not distributed)."""
+    if _initialized():
+        dist.barrier()
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """Return the module inside a DDP / DataParallel / ``torch.compile`` wrapper."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def rank_indices(n: int, generator: torch.Generator | None = None, shuffle: bool = True) -> torch.Tensor:
+    """Indices of ``n`` items that belong to this rank (the tensor-dataset analogue of DistributedSampler).
+
+    Every rank draws the same permutation from ``generator`` and keeps every ``world_size``-th item,
+    padding by wrap-around so that all ranks take the same number of steps.
+    """
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    world, rank = get_world_size(), get_rank()
+    per_rank = -(-n // world)
+    padded = torch.cat([order, order[: per_rank * world - n]]) if per_rank * world > n else order
+    return padded[rank::world]

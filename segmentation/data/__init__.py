@@ -1,0 +1,1 @@
+"""Data: reading original dataset formats, prepared dataset folders, splits, preprocessing, augmentation, phantoms."""

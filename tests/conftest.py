@@ -1,0 +1,33 @@
+"""Shared fixtures. Tests run on CPU, small and fast; real-data tests find the data through CXR_DATA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """The real data folder: $CXR_DATA, else ../shared/data beside the repository."""
+    env = os.environ.get("CXR_DATA")
+    return Path(env) if env else (REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """Path to the real data pack; skips the test only when the folder is absent."""
+    root = data_root()
+    if not root.is_dir():
+        pytest.skip(f"real data folder {root} is absent (set CXR_DATA)")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
