@@ -37,7 +37,7 @@ def config_from_dict(cls: type[T], data: dict[str, Any]) -> T:
         hint = hints.get(key)
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
             value = config_from_dict(hint, value)
-        elif isinstance(value, list) and typing.get_origin(hint) is tuple:
+        elif isinstance(value, list) and (hint is tuple or typing.get_origin(hint) is tuple):
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
