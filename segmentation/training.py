@@ -1,0 +1,1042 @@
+"""Training, evaluation and inference of chest X-ray segmenters.
+
+The training loop follows the recipe of the segmentation papers this project reproduces (Adam, a
+Dice-based loss, early stopping and model selection on validation Dice; Novikov et al., "Fully
+convolutional architectures for multi-class segmentation in chest radiographs", IEEE TMI 2018;
+Oliveira & dos Santos, "Unsupervised domain adaptation for multi-organ X-ray segmentation",
+SIBGRAPI 2018) and keeps the whole dataset as tensors on the training device, which is what makes
+small 2-D datasets like JSRT train in seconds on a GPU.
+
+The same functions serve the transfer baselines: fine-tuning is :func:`train_segmenter` started from
+a pretrained segmenter on the labelled target subset, training from scratch is the same call on a
+freshly built model. Nothing is copied between methods.
+
+A run folder holds ``config.json``, ``splits.json`` (when given), ``checkpoints/last.pt`` (everything
+needed to resume exactly), ``checkpoints/best.pt`` (a segmenter file, see :func:`save_segmenter`),
+``history.json`` and ``tb/`` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from runtime import (
+    RunLogger,
+    atomic_path,
+    atomic_write_json,
+    atomic_write_text,
+    autocast,
+    barrier,
+    config_from_dict,
+    config_to_dict,
+    get_rng_state,
+    is_main_process,
+    load_checkpoint,
+    progress,
+    resolve_device,
+    save_checkpoint,
+    save_config,
+    seed_everything,
+    set_rng_state,
+    unwrap,
+)
+from runtime.distributed import rank_indices
+
+MODES = ("multilabel", "multiclass")
+NORMALIZATIONS = ("per_image", "dataset", "none")
+SCHEDULERS = ("none", "cosine", "plateau")
+SEGMENTER_FORMAT = "cxr-transfer-segmenter/1"
+
+# RGB colours of the first classes in overlays (lungs, heart, clavicles, then the rest).
+_COLOURS = ((0.15, 0.55, 1.0), (1.0, 0.25, 0.2), (0.2, 0.9, 0.3), (1.0, 0.8, 0.1), (0.8, 0.3, 1.0), (0.1, 0.9, 0.9))
+
+
+@dataclass(frozen=True)
+class SegmentationConfig:
+    """Everything that defines a segmentation training run (saved as ``config.json``).
+
+    Args:
+        model: segmenter name for ``segmentation.models.create_segmenter`` ("unet", "invertednet", ...).
+        model_kwargs: extra keyword arguments of the segmenter (``in_channels``/``out_channels`` are set here).
+        classes: class names, one output channel each (``segmentation.data.dataset.CLASS_GROUPS`` keys).
+        size: square training and inference size in pixels; images of other sizes are resized to it.
+        mode: "multilabel" (one sigmoid per class, classes may overlap) or "multiclass" (softmax over
+            background + classes, the exclusive encoding of Novikov et al.).
+        loss: loss name for ``segmentation.losses.create_loss``.
+        loss_kwargs: extra keyword arguments of the loss.
+        epochs: number of epochs.
+        batch_size: images per step (per process under DDP).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        scheduler: "none", "cosine" (annealed to 0 over ``epochs``) or "plateau" (halves the rate after
+            ``patience // 2`` validations without improvement, needs validation data).
+        augment: apply ``segmentation.data.augmentation.Augmenter`` to training batches.
+        augment_kwargs: keyword arguments of the ``Augmenter``.
+        mixup_alpha: Beta(alpha, alpha) mixup of training batches; 0 disables it (multilabel only).
+        normalization: segmenter input normalisation (``segmentation.data.preprocessing.normalize`` mode).
+        norm_stats: dataset statistics for ``normalization="dataset"``; computed from the training images
+            when None.
+        seed: seed of weights-independent randomness (batch order, augmentation, dropout).
+        device: "auto", "cpu", "cuda", "cuda:1"; "auto" keeps a model already placed on an accelerator.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        channels_last: channels-last memory format for model and inputs.
+        patience: stop after this many epochs without a better validation Dice; None disables early stopping.
+        val_every: validate every this many epochs (and at the last epoch).
+        steps_per_epoch: optimizer steps per epoch; None means one pass over the training images.
+        threshold: probability above which a pixel is foreground (multilabel mode).
+        postprocess: keep the largest connected components and fill holes when evaluating and predicting.
+        eval_batch_size: images per forward pass at validation and inference.
+        grad_clip: clip the gradient norm to this value; None disables clipping.
+        overlays: number of validation images shown with their predictions in TensorBoard.
+        progress: show a progress bar.
+    """
+
+    model: str = "unet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = ("lungs",)
+    size: int = 256
+    mode: str = "multilabel"
+    loss: str = "dice_bce"
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 50
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "none"
+    augment: bool = False
+    augment_kwargs: dict[str, Any] = field(default_factory=dict)
+    mixup_alpha: float = 0.0
+    normalization: str = "per_image"
+    norm_stats: tuple[float, ...] | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = False
+    patience: int | None = None
+    val_every: int = 1
+    steps_per_epoch: int | None = None
+    threshold: float = 0.5
+    postprocess: bool = True
+    eval_batch_size: int = 16
+    grad_clip: float | None = None
+    overlays: int = 4
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        _expect(isinstance(self.model, str) and self.model != "", "model to be a segmenter name", self.model)
+        _expect(len(self.classes) >= 1, "at least one class", self.classes)
+        _expect(len(set(self.classes)) == len(self.classes), "distinct classes", self.classes)
+        _expect(self.size >= 8, "size >= 8", self.size)
+        _expect(self.mode in MODES, f"mode in {MODES}", self.mode)
+        _expect(self.epochs >= 1, "epochs >= 1", self.epochs)
+        _expect(self.batch_size >= 1, "batch_size >= 1", self.batch_size)
+        _expect(self.lr > 0, "lr > 0", self.lr)
+        _expect(self.weight_decay >= 0, "weight_decay >= 0", self.weight_decay)
+        _expect(self.scheduler in SCHEDULERS, f"scheduler in {SCHEDULERS}", self.scheduler)
+        _expect(self.mixup_alpha >= 0, "mixup_alpha >= 0", self.mixup_alpha)
+        if self.mixup_alpha > 0 and self.mode != "multilabel":
+            raise ValueError("expected mixup_alpha = 0 with mode 'multiclass' (mixed labels need soft multilabel "
+                             f"targets), got {self.mixup_alpha}; use mode='multilabel' or drop mixup")
+        _expect(self.normalization in NORMALIZATIONS, f"normalization in {NORMALIZATIONS}", self.normalization)
+        _expect(self.seed >= 0, "seed >= 0", self.seed)
+        _expect(self.patience is None or self.patience >= 1, "patience >= 1 or None", self.patience)
+        _expect(self.val_every >= 1, "val_every >= 1", self.val_every)
+        _expect(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch >= 1 or None",
+                self.steps_per_epoch)
+        _expect(0.0 < self.threshold < 1.0, "threshold in (0, 1)", self.threshold)
+        _expect(self.eval_batch_size >= 1, "eval_batch_size >= 1", self.eval_batch_size)
+        _expect(self.grad_clip is None or self.grad_clip > 0, "grad_clip > 0 or None", self.grad_clip)
+        _expect(self.overlays >= 0, "overlays >= 0", self.overlays)
+        for name in ("model_kwargs", "loss_kwargs", "augment_kwargs"):
+            value = getattr(self, name)
+            _expect(isinstance(value, Mapping), f"{name} to be a dict", type(value).__name__)
+        if "in_channels" in self.model_kwargs or "out_channels" in self.model_kwargs:
+            raise ValueError("expected model_kwargs without in_channels/out_channels (set from classes and mode), "
+                             f"got {sorted(self.model_kwargs)}")
+        if self.scheduler == "plateau" and self.patience is None:
+            raise ValueError("expected a patience with scheduler='plateau' (it waits patience // 2 validations), "
+                             "got None; set patience or use scheduler='cosine'")
+        object.__setattr__(self, "classes", tuple(self.classes))
+        if self.norm_stats is not None:
+            object.__setattr__(self, "norm_stats", tuple(float(v) for v in self.norm_stats))
+
+    @property
+    def out_channels(self) -> int:
+        """Segmenter output channels: one per class, plus background in multiclass mode."""
+        return len(self.classes) + (1 if self.mode == "multiclass" else 0)
+
+    def replace(self, **changes: Any) -> "SegmentationConfig":
+        """A copy with ``changes`` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _expect(ok: bool, what: str, got: Any) -> None:
+    if not ok:
+        raise ValueError(f"expected {what}, got {got!r}")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_segmenter` returns.
+
+    Attributes:
+        best_state: state dict (on CPU) of the weights with the best validation Dice (the last weights
+            when no validation data was given). The model passed in holds these weights on return.
+        best_epoch: 1-based epoch of ``best_state``.
+        best_val_dice: mean validation Dice of ``best_state`` (NaN without validation data).
+        history: one dict per epoch (``epoch``, ``train_loss``, ``lr`` and, on validation epochs,
+            ``val_loss``, ``val_dice`` and ``val_dice/<class>``).
+        config: the configuration used (with ``norm_stats`` filled in for dataset normalisation).
+        best_checkpoint: ``run_dir/checkpoints/best.pt`` (a segmenter file) or None without a run folder.
+        stopped_early: True when early stopping ended the run.
+        wall_time_s: seconds spent in this call.
+    """
+
+    best_state: dict[str, Tensor]
+    best_epoch: int
+    best_val_dice: float
+    history: list[dict[str, float]]
+    config: SegmentationConfig
+    best_checkpoint: Path | None = None
+    stopped_early: bool = False
+    wall_time_s: float = 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building, saving and loading segmenters
+
+
+def build_segmenter(config: SegmentationConfig) -> nn.Module:
+    """Create the segmenter described by ``config`` (1 input channel, :attr:`SegmentationConfig.out_channels` out).
+
+    Raises:
+        ValueError: for an unknown model name or bad model keyword arguments (from ``create_segmenter``).
+    """
+    from segmentation.models import create_segmenter
+
+    return create_segmenter(config.model, in_channels=1, out_channels=config.out_channels, **config.model_kwargs)
+
+
+def save_segmenter(model: nn.Module, path: str | os.PathLike, config: SegmentationConfig,
+                   metadata: Mapping[str, Any] | None = None) -> Path:
+    """Save a segmenter as one file: weights, model name and keywords, classes, size, normalisation, threshold.
+
+    The file is enough for :func:`load_segmenter`, ``cxr-transfer segment predict`` and the transfer
+    package to rebuild and apply the model without the run folder.
+
+    Args:
+        model: the segmenter (a DDP or compiled wrapper is unwrapped).
+        path: output file, written atomically.
+        config: the training configuration (it names the architecture and the input conventions).
+        metadata: extra JSON-able facts (data checksums, splits, scores).
+
+    Returns:
+        ``path``.
+    """
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    return save_checkpoint(path, {"format": SEGMENTER_FORMAT, "config": config_to_dict(config), "state_dict": state,
+                                  "metadata": dict(metadata or {})})
+
+
+def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu"
+                   ) -> tuple[nn.Module, SegmentationConfig, dict[str, Any]]:
+    """Rebuild a segmenter saved by :func:`save_segmenter` (or a run's ``checkpoints/best.pt``).
+
+    Args:
+        path: the segmenter file.
+        map_location: device for the weights.
+
+    Returns:
+        ``(model, config, metadata)``; the model is in eval mode on ``map_location``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is not a segmenter file.
+    """
+    state = load_checkpoint(path, map_location=map_location)
+    if state.get("format") != SEGMENTER_FORMAT:
+        raise ValueError(f"expected a segmenter file ({SEGMENTER_FORMAT}) at {path}, got format "
+                         f"{state.get('format')!r}; pass a model.pt or checkpoints/best.pt written by segment train")
+    config = config_from_dict(SegmentationConfig, state["config"])
+    model = build_segmenter(config)
+    model.load_state_dict(state["state_dict"])
+    model.to(map_location).eval()
+    return model, config, dict(state.get("metadata", {}))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tensors in, tensors out
+
+
+def resize_images(images: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Anti-aliased bilinear resize of ``[N, C, H, W]`` images (identity when already at ``size``)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_masks(masks: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Label-safe resize of ``{0, 1}`` masks ``[N, C, H, W]``: anti-aliased bilinear, then threshold at 0.5."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(masks.shape[-2:]) == size:
+        return masks
+    return (resize_images(masks.float(), size) >= 0.5).to(masks.dtype)
+
+
+def _normalize(images: Tensor, config: SegmentationConfig) -> Tensor:
+    from segmentation.data.preprocessing import normalize
+
+    if config.normalization == "dataset":
+        if config.norm_stats is None:
+            raise ValueError("expected norm_stats for normalization='dataset', got None; train with this config "
+                             "first (train_segmenter fills them in) or use normalization='per_image'")
+        return normalize(images, "dataset", stats=config.norm_stats)
+    return normalize(images, config.normalization)
+
+
+def _check_images(images: Tensor, what: str = "images") -> None:
+    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1:
+        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"expected {what} as a tensor [N, 1, H, W], got {shape}")
+
+
+def _as_models(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    if isinstance(models, nn.Module):
+        return [models]
+    models = list(models)
+    if not models or not all(isinstance(m, nn.Module) for m in models):
+        raise ValueError(f"expected a segmenter or a non-empty list of segmenters, got {models!r}")
+    return models
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: Tensor, config: SegmentationConfig,
+                          batch_size: int | None = None) -> Tensor:
+    """Per-pixel probabilities of one segmenter or the average of an ensemble, at the images' own size.
+
+    Images are resized to ``config.size``, normalised, passed through each model in batches (under
+    bf16 autocast on CUDA when ``config.amp``), turned into probabilities (sigmoid in multilabel mode,
+    softmax in multiclass mode), averaged over the models and resized back.
+
+    Args:
+        models: a segmenter or a list of segmenters trained with the same classes and mode (an ensemble).
+        images: ``[N, 1, H, W]`` in ``[0, 1]``, any ``H, W``; on any device (moved to the first model's).
+        config: gives ``size``, ``normalization``, ``mode``, ``eval_batch_size``, ``amp``, ``channels_last``.
+        batch_size: overrides ``config.eval_batch_size``.
+
+    Returns:
+        ``[N, K, H, W]`` float32 on the images' device; ``K`` is the number of classes (multilabel) or
+        classes + 1 with background first (multiclass).
+
+    Raises:
+        ValueError: for images of the wrong shape or an empty ensemble.
+    """
+    _check_images(images)
+    models = _as_models(models)
+    device = _device_of(models[0])
+    batch_size = batch_size or config.eval_batch_size
+    height, width = images.shape[-2:]
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = resize_images(images[start:start + batch_size].to(device, torch.float32), config.size)
+        x = _normalize(x, config)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        total = None
+        for model in models:
+            was_training = model.training
+            model.eval()
+            with autocast(device, config.amp):
+                logits = model(x)
+            model.train(was_training)
+            logits = logits.float()
+            probs = torch.sigmoid(logits) if config.mode == "multilabel" else torch.softmax(logits, dim=1)
+            total = probs if total is None else total + probs
+        probs = resize_images(total / len(models), (height, width)).clamp_(0, 1)
+        out.append(probs.to(images.device))
+    return torch.cat(out) if out else images.new_zeros((0, config.out_channels, height, width))
+
+
+def probabilities_to_masks(probs: Tensor, config: SegmentationConfig, postprocess: bool | None = None) -> Tensor:
+    """Threshold (multilabel) or arg-max (multiclass) probabilities into bool masks ``[N, C, H, W]``.
+
+    Args:
+        probs: output of :func:`predict_probabilities`.
+        config: gives ``mode``, ``threshold``, ``classes`` and the default of ``postprocess``.
+        postprocess: keep the largest component(s) per class and fill holes (``segmentation.postprocess``).
+    """
+    if config.mode == "multilabel":
+        masks = probs > config.threshold
+    else:
+        from segmentation.data.dataset import from_exclusive
+
+        masks = from_exclusive(probs.argmax(dim=1), len(config.classes)).bool()
+    postprocess = config.postprocess if postprocess is None else postprocess
+    if postprocess and masks.numel():
+        masks = _postprocess(masks, config.classes)
+    return masks
+
+
+def _postprocess(masks: Tensor, classes: Sequence[str]) -> Tensor:
+    from segmentation.postprocess import postprocess_masks
+
+    return postprocess_masks(masks, classes)
+
+
+def predict_masks(models: nn.Module | Sequence[nn.Module], images: Tensor, config: SegmentationConfig,
+                  postprocess: bool | None = None, batch_size: int | None = None) -> Tensor:
+    """Bool masks for ``images`` from one segmenter or an ensemble (probabilities averaged, then thresholded).
+
+    Args:
+        models: a segmenter or a list of them.
+        images: ``[N, 1, H, W]`` in ``[0, 1]``, any size.
+        config: the segmenters' configuration (see :func:`predict_probabilities`).
+        postprocess: override ``config.postprocess``.
+        batch_size: override ``config.eval_batch_size``.
+
+    Returns:
+        bool ``[N, C, H, W]``, one channel per class of ``config.classes``, at the images' size.
+
+    Shape:
+        images ``[N, 1, H, W]`` -> masks ``[N, C, H, W]``.
+    """
+    probs = predict_probabilities(models, images, config, batch_size=batch_size)
+    return probabilities_to_masks(probs, config, postprocess=postprocess)
+
+
+def _targets(masks: Tensor, config: SegmentationConfig) -> Tensor:
+    if config.mode == "multilabel":
+        return masks
+    from segmentation.data.dataset import to_exclusive
+
+    return to_exclusive(masks)
+
+
+def _check_data(data: Any, config: SegmentationConfig, what: str, need_masks: bool = True) -> None:
+    if data is None or not hasattr(data, "images"):
+        raise ValueError(f"expected {what} data as a CXRData, got {type(data).__name__}")
+    _check_images(data.images, f"{what} images")
+    if len(data) == 0:
+        raise ValueError(f"expected at least one {what} image, got 0; check the split")
+    if need_masks:
+        if data.masks is None:
+            raise ValueError(f"expected {what} masks, got none; load the dataset with masks=True")
+        if tuple(data.classes) != tuple(config.classes):
+            raise ValueError(f"expected {what} classes {tuple(config.classes)} (from the config), got "
+                             f"{tuple(data.classes)}; load the dataset with the same classes")
+
+
+def _dice_per_image(pred: Tensor, target: Tensor) -> Tensor:
+    """Dice ``[N, C]`` of bool masks; 1 when both are empty (the segmentation.metrics rule)."""
+    pred, target = pred.flatten(2).float(), target.flatten(2).float()
+    inter = (pred * target).sum(-1)
+    total = pred.sum(-1) + target.sum(-1)
+    return torch.where(total > 0, 2 * inter / total.clamp_min(1), torch.ones_like(total))
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _make_overlay(image: Tensor, masks: Tensor, target: Tensor | None = None) -> Tensor:
+    """RGB ``[3, H, W]`` in [0, 1]: the grey image with predicted classes tinted and true outlines drawn."""
+    grey = image[0].float()
+    grey = (grey - grey.min()) / (grey.max() - grey.min()).clamp_min(1e-6)
+    rgb = grey.expand(3, -1, -1).clone()
+    for c in range(masks.shape[0]):
+        colour = torch.tensor(_COLOURS[c % len(_COLOURS)], device=rgb.device).view(3, 1, 1)
+        m = masks[c].bool()
+        rgb = torch.where(m, 0.6 * rgb + 0.4 * colour, rgb)
+        if target is not None:
+            t = target[c].float()[None, None]
+            edge = (F.max_pool2d(t, 3, 1, 1) - t)[0, 0] > 0
+            rgb = torch.where(edge, colour, rgb)
+    return rgb.clamp(0, 1)
+
+
+def _build_scheduler(optimizer: torch.optim.Optimizer, config: SegmentationConfig):
+    if config.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5,
+                                                          patience=max(config.patience // 2, 1))
+    return None
+
+
+def _comparable(config: SegmentationConfig) -> dict[str, Any]:
+    d = config_to_dict(config)
+    for key in ("epochs", "device", "progress", "patience", "norm_stats"):
+        d.pop(key)
+    return d
+
+
+def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: SegmentationConfig,
+                    run_dir: str | os.PathLike | None = None, resume: bool = False, logger: RunLogger | None = None,
+                    init_state: Mapping[str, Tensor] | None = None, splits: Mapping[str, Sequence[str]] | None = None,
+                    ) -> TrainResult:
+    """Train a segmenter with Adam, selecting the weights with the best validation Dice.
+
+    The whole training set is held as tensors on the training device; each epoch draws a seeded
+    permutation (:func:`runtime.distributed.rank_indices`, so each DDP rank takes its share), applies
+    the optional augmentation and mixup on the device, and takes ``steps_per_epoch`` steps. Validation
+    Dice (thresholded, without post-processing) drives the best checkpoint, early stopping and the
+    plateau scheduler. Logging and saving happen on rank 0 only.
+
+    Args:
+        model: a segmenter built by the caller (:func:`build_segmenter`), optionally DDP-wrapped.
+        train: training ``CXRData`` with masks, classes equal to ``config.classes``.
+        val: validation ``CXRData`` or None (then the last weights are kept).
+        config: the run's configuration.
+        run_dir: run folder (``config.json``, ``splits.json``, ``checkpoints/``, ``tb/``, ``history.json``);
+            None trains in memory only.
+        resume: continue from ``run_dir/checkpoints/last.pt`` (model, optimizer, scheduler, RNG states, epoch,
+            best score); the resumed run ends with the same weights as an uninterrupted one. Starts afresh
+            when the folder has no checkpoint yet.
+        logger: a TensorBoard logger; by default one writing to ``run_dir/tb``.
+        init_state: weights loaded into the model before training (fine-tuning a pretrained segmenter).
+        splits: the ids of each split, saved as ``splits.json``.
+
+    Returns:
+        A :class:`TrainResult`; the model holds the best weights on return.
+
+    Raises:
+        ValueError: for data that does not match the config, or a run folder that already holds a run
+            (without ``resume``) or one with a different configuration.
+    """
+    start_time = time.perf_counter()
+    from segmentation.losses import create_loss
+
+    _check_data(train, config, "training")
+    if val is not None:
+        _check_data(val, config, "validation")
+    if config.scheduler == "plateau" and val is None:
+        raise ValueError("expected validation data with scheduler='plateau', got None; pass val or use 'cosine'")
+
+    net = unwrap(model)
+    if config.device == "auto" and _device_of(net).type != "cpu":
+        device = _device_of(net)
+    else:
+        device = resolve_device(config.device)
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if init_state is not None:
+        net.load_state_dict(init_state)
+
+    if config.normalization == "dataset" and config.norm_stats is None:
+        from segmentation.data.preprocessing import dataset_stats
+
+        stats = dataset_stats(resize_images(train.images.float(), config.size))
+        config = config.replace(norm_stats=tuple(float(v) for v in _flat(stats)))
+
+    run_path = Path(run_dir) if run_dir is not None else None
+    ckpt_dir = run_path / "checkpoints" if run_path is not None else None
+    last_path = ckpt_dir / "last.pt" if ckpt_dir is not None else None
+    best_path = ckpt_dir / "best.pt" if ckpt_dir is not None else None
+    main = is_main_process()
+
+    train_x = resize_images(train.images.to(device, torch.float32), config.size)
+    train_y = _targets(resize_masks(train.masks.to(device, torch.float32), config.size), config)
+    if val is not None:
+        val_x = resize_images(val.images.to(device, torch.float32), config.size)
+        val_y = resize_masks(val.masks.to(device, torch.float32), config.size).bool()
+
+    seed_everything(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    loss_fn = create_loss(config.loss, mode=config.mode, **config.loss_kwargs)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn = loss_fn.to(device)
+    augmenter = None
+    if config.augment:
+        from segmentation.data.augmentation import Augmenter
+
+        augmenter = Augmenter(**config.augment_kwargs).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = _build_scheduler(optimizer, config)
+
+    start_epoch, best_val, best_epoch, history = 0, -math.inf, 0, []
+    best_state: dict[str, Tensor] | None = None
+    checkpoint = None
+    if resume:
+        if last_path is None:
+            raise ValueError("expected a run_dir with resume=True, got None; pass the run folder to continue")
+        if last_path.is_file():
+            checkpoint = load_checkpoint(last_path, map_location=device)
+    elif last_path is not None and last_path.is_file():
+        raise ValueError(f"run folder {run_path} already holds a run ({last_path}); pass --resume to continue it "
+                         "or choose a new --run-dir")
+    if checkpoint is not None:
+        saved = config_from_dict(SegmentationConfig, checkpoint["config"])
+        if _comparable(saved) != _comparable(config):
+            diff = sorted(k for k, v in _comparable(config).items() if _comparable(saved).get(k) != v)
+            raise ValueError(f"expected the configuration of the interrupted run in {run_path}, got different "
+                             f"{diff}; resume with the same options or start a new --run-dir")
+        config = config.replace(norm_stats=saved.norm_stats)
+        net.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None and checkpoint.get("scheduler") is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"])
+        generator.set_state(checkpoint["generator"])
+        start_epoch, best_val, best_epoch = checkpoint["epoch"], checkpoint["best_val"], checkpoint["best_epoch"]
+        history = list(checkpoint["history"])
+        if best_path is not None and best_path.is_file() and best_epoch > 0:
+            best_state = load_checkpoint(best_path)["state_dict"]
+
+    if run_path is not None and main:
+        run_path.mkdir(parents=True, exist_ok=True)
+        save_config(config, run_path / "config.json")
+        if splits is not None:
+            atomic_write_json(run_path / "splits.json", {k: list(v) for k, v in splits.items()})
+    own_logger = logger is None
+    if logger is None:
+        logger = RunLogger(run_path / "tb" if run_path is not None and main else None)
+
+    n_local = len(rank_indices(len(train_x), shuffle=False))
+    steps = config.steps_per_epoch or max(1, math.ceil(n_local / config.batch_size))
+    stopped_early = False
+    epoch = start_epoch
+    try:
+        bar = progress(range(start_epoch, config.epochs), total=config.epochs, initial=start_epoch, desc="train",
+                       enabled=config.progress)
+        for epoch in bar:
+            model.train()
+            order = _epoch_order(len(train_x), steps * config.batch_size if config.steps_per_epoch else None,
+                                 generator)
+            total_loss, count = 0.0, 0
+            for step in range(steps):
+                idx = order[step * config.batch_size:(step + 1) * config.batch_size].to(device)
+                if idx.numel() == 0:
+                    break
+                x, y = train_x[idx], train_y[idx]
+                loss = _train_step(model, x, y, config, loss_fn, optimizer, augmenter, device)
+                total_loss += loss * idx.numel()
+                count += idx.numel()
+            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": total_loss / max(count, 1),
+                                     "lr": optimizer.param_groups[0]["lr"]}
+            last_epoch = epoch + 1 == config.epochs
+            improved = False
+            if val is not None and ((epoch + 1) % config.val_every == 0 or last_epoch):
+                scores = _validate(net, val_x, val_y, config, loss_fn, device)
+                row.update(scores)
+                if scores["val_dice"] > best_val:
+                    best_val, best_epoch, improved = scores["val_dice"], epoch + 1, True
+                if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    scheduler.step(scores["val_dice"])
+                if logger.active and config.overlays > 0:
+                    _log_overlays(logger, net, val_x[:config.overlays], val_y[:config.overlays], config, epoch + 1)
+            elif val is None:
+                best_val, best_epoch, improved = math.nan, epoch + 1, True
+            if scheduler is not None and not isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step()
+            history.append(row)
+            if improved:
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+                if best_path is not None and main:
+                    save_segmenter(net, best_path, config, {"epoch": epoch + 1, "val_dice": best_val})
+            logger.scalars({k: v for k, v in row.items() if k != "epoch"}, epoch + 1, prefix="segment")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", dice=f"{row.get('val_dice', math.nan):.4f}")
+            stop = (config.patience is not None and val is not None
+                    and epoch + 1 - best_epoch >= config.patience)
+            if last_path is not None and main:
+                save_checkpoint(last_path, {
+                    "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "rng": get_rng_state(), "generator": generator.get_state(), "epoch": epoch + 1,
+                    "best_val": best_val, "best_epoch": best_epoch, "history": history,
+                    "config": config_to_dict(config), "stopped_early": stop,
+                })
+                atomic_write_json(run_path / "history.json", history)
+            barrier()
+            if stop:
+                stopped_early = True
+                break
+        if checkpoint is not None and checkpoint.get("stopped_early"):
+            stopped_early = True
+    finally:
+        if own_logger:
+            logger.close()
+        else:
+            logger.flush()
+
+    if best_state is None:
+        best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        best_epoch = best_epoch or start_epoch
+    net.load_state_dict(best_state)
+    if run_path is not None and main:
+        if best_path is not None and not best_path.is_file():
+            save_segmenter(net, best_path, config, {"epoch": best_epoch, "val_dice": best_val})
+        atomic_write_json(run_path / "history.json", history)
+    return TrainResult(best_state=best_state, best_epoch=best_epoch,
+                       best_val_dice=float(best_val) if best_val != -math.inf else math.nan, history=history,
+                       config=config, best_checkpoint=best_path, stopped_early=stopped_early,
+                       wall_time_s=time.perf_counter() - start_time)
+
+
+def _flat(stats: Any) -> list[float]:
+    if isinstance(stats, Mapping):
+        return [float(v) for v in stats.values()]
+    if isinstance(stats, Tensor):
+        return [float(v) for v in stats.flatten()]
+    return [float(v) for v in stats]
+
+
+def _epoch_order(n: int, length: int | None, generator: torch.Generator) -> Tensor:
+    """This rank's indices for one epoch: one permutation, or as many as needed to fill ``length``."""
+    parts = [rank_indices(n, generator=generator)]
+    while length is not None and sum(len(p) for p in parts) < length:
+        parts.append(rank_indices(n, generator=generator))
+    return torch.cat(parts)
+
+
+def _train_step(model: nn.Module, x: Tensor, y: Tensor, config: SegmentationConfig, loss_fn: Callable,
+                optimizer: torch.optim.Optimizer, augmenter: nn.Module | None, device: torch.device) -> float:
+    if augmenter is not None:
+        if config.mode == "multilabel":
+            x, y = augmenter(x, y)
+            y = (y >= 0.5).float() if config.mixup_alpha == 0 else y
+        else:
+            from segmentation.data.dataset import from_exclusive, to_exclusive
+
+            x, masks = augmenter(x, from_exclusive(y, len(config.classes)).float())
+            y = to_exclusive((masks >= 0.5).float())
+    if config.mixup_alpha > 0:
+        from segmentation.data.augmentation import mixup
+
+        x, y = mixup(x, y, config.mixup_alpha)
+    x = _normalize(x, config)
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with autocast(device, config.amp):
+        logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.inference_mode()
+def _validate(net: nn.Module, val_x: Tensor, val_y: Tensor, config: SegmentationConfig, loss_fn: Callable,
+              device: torch.device) -> dict[str, float]:
+    was_training = net.training
+    net.eval()
+    losses, dices = [], []
+    for start in range(0, len(val_x), config.eval_batch_size):
+        x = _normalize(val_x[start:start + config.eval_batch_size], config)
+        y = val_y[start:start + config.eval_batch_size]
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, config.amp):
+            logits = net(x).float()
+        losses.append(float(loss_fn(logits, _targets(y.float(), config))) * len(x))
+        probs = torch.sigmoid(logits) if config.mode == "multilabel" else torch.softmax(logits, dim=1)
+        dices.append(_dice_per_image(probabilities_to_masks(probs, config, postprocess=False), y))
+    net.train(was_training)
+    dice = torch.cat(dices).mean(0)
+    scores = {"val_loss": sum(losses) / len(val_x), "val_dice": float(dice.mean())}
+    scores.update({f"val_dice/{name}": float(d) for name, d in zip(config.classes, dice)})
+    return scores
+
+
+def _log_overlays(logger: RunLogger, net: nn.Module, x: Tensor, y: Tensor, config: SegmentationConfig,
+                  step: int) -> None:
+    pred = predict_masks(net, x, config, postprocess=False)
+    for i in range(len(x)):
+        logger.image(f"val_overlay/{i}", _make_overlay(x[i], pred[i], y[i]), step)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, config: SegmentationConfig,
+                       postprocess: bool | None = None) -> list[dict[str, Any]]:
+    """Per-image metrics of a segmenter (or an ensemble) on labelled data.
+
+    Args:
+        models: a segmenter or a list of them (probabilities averaged).
+        data: ``CXRData`` with masks and ``classes == config.classes``; masks are compared at their own size.
+        config: the segmenters' configuration.
+        postprocess: override ``config.postprocess`` (largest components and hole filling).
+
+    Returns:
+        One dict per image: ``id`` plus ``segmentation.metrics.evaluate_masks``'s ``jaccard/<class>``,
+        ``dice/<class>``, ... (in mm where ``data.spacing_mm`` is known).
+    """
+    from segmentation.metrics import evaluate_masks
+
+    _check_data(data, config, "evaluation")
+    pred = predict_masks(models, data.images, config, postprocess=postprocess)
+    rows = evaluate_masks(pred.cpu(), data.masks.cpu() > 0.5, config.classes, spacing_mm=data.spacing_mm)
+    return [{"id": image_id, **row} for image_id, row in zip(data.ids, rows)]
+
+
+def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean, std (ddof 1), and count of every numeric column of per-image (or per-fold) rows."""
+    summary: dict[str, dict[str, float]] = {}
+    keys = [k for k in (rows[0] if rows else {}) if k != "id"]
+    for key in keys:
+        values = np.array([float(r[key]) for r in rows if _is_number(r.get(key))], dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size == 0:
+            continue
+        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
+                        "n": int(values.size)}
+    return summary
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+
+
+def format_summary(summary: Mapping[str, Mapping[str, float]], metrics: Iterable[str] = ("jaccard", "dice"),
+                   percent: bool = True) -> str:
+    """A Markdown table ``metric | class | mean +- std | n`` of :func:`summarize_rows` output."""
+    lines = ["| metric | class | mean +- std | n |", "|---|---|---|---|"]
+    scale = 100.0 if percent else 1.0
+    for key, s in summary.items():
+        name, _, cls = key.partition("/")
+        if name not in metrics:
+            continue
+        lines.append(f"| {name} | {cls or '-'} | {s['mean'] * scale:.2f} +- {s['std'] * scale:.2f} | {s['n']} |")
+    return "\n".join(lines)
+
+
+def write_rows_csv(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """Write per-image rows as CSV atomically (columns: the union of keys, in first-seen order)."""
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(k for k in row if k not in columns)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Cross-validation
+
+
+@dataclass
+class CrossValidationResult:
+    """What :func:`cross_validate` returns.
+
+    Attributes:
+        rows: per-image metric rows of every held-out fold, each with a ``fold`` column.
+        fold_means: one row per fold: the mean of each metric over that fold's images.
+        summary: mean and std over folds of each metric (:func:`summarize_rows` of ``fold_means``).
+    """
+
+    rows: list[dict[str, Any]]
+    fold_means: list[dict[str, Any]]
+    summary: dict[str, dict[str, float]]
+
+
+def cross_validate(data: Any, config: SegmentationConfig, k: int = 5, val_fraction: float = 0.1,
+                   run_dir: str | os.PathLike | None = None, resume: bool = False) -> CrossValidationResult:
+    """k-fold cross-validation: each fold is held out once and evaluated with a model trained on the others.
+
+    Folds come from ``segmentation.data.splits.kfold_ids(data.ids, k, config.seed)``. Within the training
+    folds, ``val_fraction`` of the images (at least one) is set aside for early stopping and model
+    selection, so the held-out fold is never used to choose weights. Each fold's model is built with
+    :func:`build_segmenter` after seeding with ``config.seed + fold``.
+
+    Args:
+        data: labelled ``CXRData`` with ``classes == config.classes``.
+        config: the training configuration of every fold.
+        k: number of folds (>= 2).
+        val_fraction: share of the training folds used for validation, in ``[0, 1)``; 0 keeps the last weights.
+        run_dir: parent folder of ``fold_<i>/`` run folders, plus ``cv_rows.csv`` and ``cv_summary.json``.
+        resume: resume interrupted folds.
+
+    Returns:
+        A :class:`CrossValidationResult`.
+
+    Raises:
+        ValueError: for ``k < 2``, ``k`` above the number of images, or ``val_fraction`` outside ``[0, 1)``.
+    """
+    from segmentation.data.splits import kfold_ids
+
+    _check_data(data, config, "cross-validation")
+    if not isinstance(k, int) or k < 2 or k > len(data):
+        raise ValueError(f"expected 2 <= k <= {len(data)} (the number of images), got {k}")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"expected val_fraction in [0, 1), got {val_fraction}")
+    run_path = Path(run_dir) if run_dir is not None else None
+    rows, fold_means = [], []
+    for fold, split in enumerate(kfold_ids(list(data.ids), k, config.seed)):
+        train_ids = list(split["train"])
+        val_ids: list[str] = []
+        if val_fraction > 0:
+            rng = np.random.default_rng(config.seed + fold)
+            n_val = max(1, round(val_fraction * len(train_ids)))
+            picked = set(rng.choice(len(train_ids), size=n_val, replace=False).tolist())
+            val_ids = [i for j, i in enumerate(train_ids) if j in picked]
+            train_ids = [i for j, i in enumerate(train_ids) if j not in picked]
+        test_ids = list(split["val"])
+        seed_everything(config.seed + fold)
+        model = build_segmenter(config)
+        fold_dir = run_path / f"fold_{fold}" if run_path is not None else None
+        result = train_segmenter(model, data.subset(train_ids), data.subset(val_ids) if val_ids else None, config,
+                                 run_dir=fold_dir, resume=resume,
+                                 splits={"train": train_ids, "val": val_ids, "test": test_ids})
+        fold_rows = evaluate_segmenter(model, data.subset(test_ids), result.config)
+        for row in fold_rows:
+            row["fold"] = fold
+        rows.extend(fold_rows)
+        means = {key: s["mean"] for key, s in summarize_rows(fold_rows).items() if key != "fold"}
+        fold_means.append({"fold": fold, **means})
+    summary = summarize_rows([{k2: v for k2, v in row.items() if k2 != "fold"} for row in fold_means])
+    if run_path is not None and is_main_process():
+        write_rows_csv(run_path / "cv_rows.csv", rows)
+        atomic_write_json(run_path / "cv_summary.json", {"folds": fold_means, "summary": summary})
+    return CrossValidationResult(rows=rows, fold_means=fold_means, summary=summary)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Whole commands (what the CLI calls)
+
+
+def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, run_dir: str | os.PathLike,
+                      fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), splits_file: str | os.PathLike | None = None,
+                      resume: bool = False, limit: int | None = None) -> dict[str, Any]:
+    """Load a prepared dataset, split it, train, evaluate on the test split and write everything to ``run_dir``.
+
+    Writes ``run_dir/model.pt`` (the best weights, a segmenter file), ``test_metrics.csv`` (per image),
+    ``metrics.json`` (best validation Dice, test summary, wall time) besides what :func:`train_segmenter` writes.
+
+    Args:
+        data_dir: prepared folder (``images/``, ``masks/<organ>/``).
+        config: the training configuration.
+        run_dir: the run folder.
+        fractions: train/val/test fractions for ``split_ids`` (seeded with ``config.seed``); ignored with
+            ``splits_file``.
+        splits_file: a ``splits.json`` with ``train``/``val``/``test`` ids to use instead.
+        resume: continue an interrupted run in ``run_dir`` (its ``splits.json`` is reused).
+        limit: use only the first ``limit`` images (sorted ids), for quick trials.
+
+    Returns:
+        The contents of ``metrics.json``.
+    """
+    from segmentation.data.dataset import load_dataset
+    from segmentation.data.splits import load_splits, split_ids
+
+    run_path = Path(run_dir)
+    data = load_dataset(data_dir, classes=config.classes, size=config.size, masks=True)
+    if limit is not None:
+        data = data.subset(list(range(min(limit, len(data)))))
+    if splits_file is None and resume and (run_path / "splits.json").is_file():
+        splits_file = run_path / "splits.json"
+    if splits_file is not None:
+        splits = load_splits(splits_file)
+        missing = sorted(set().union(*[set(v) for v in splits.values()]) - set(data.ids))
+        if missing:
+            raise ValueError(f"expected every id of {splits_file} in {data_dir}, got {len(missing)} missing "
+                             f"(e.g. {missing[:3]}); use the splits file written for this dataset")
+    else:
+        splits = split_ids(list(data.ids), fractions=tuple(fractions), seed=config.seed)
+    splits = {k: list(v) for k, v in splits.items()}
+    seed_everything(config.seed)
+    model = build_segmenter(config)
+    val = data.subset(splits["val"]) if splits.get("val") else None
+    result = train_segmenter(model, data.subset(splits["train"]), val, config, run_dir=run_path, resume=resume,
+                             splits=splits)
+    metrics: dict[str, Any] = {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
+                               "stopped_early": result.stopped_early, "train_wall_time_s": result.wall_time_s,
+                               "num_parameters": sum(p.numel() for p in model.parameters()),
+                               "splits": {k: len(v) for k, v in splits.items()}}
+    if is_main_process():
+        save_segmenter(model, run_path / "model.pt", result.config,
+                       {"data": str(data_dir), "best_epoch": result.best_epoch, "val_dice": result.best_val_dice})
+    if splits.get("test"):
+        rows = evaluate_segmenter(model, data.subset(splits["test"]), result.config)
+        metrics["test_summary"] = summarize_rows(rows)
+        if is_main_process():
+            write_rows_csv(run_path / "test_metrics.csv", rows)
+    if is_main_process():
+        atomic_write_json(run_path / "metrics.json", metrics)
+    return metrics
+
+
+def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str | os.PathLike],
+                  out_dir: str | os.PathLike, config: SegmentationConfig, batch_size: int | None = None,
+                  postprocess: bool | None = None, overlays: bool = True) -> list[Path]:
+    """Segment image files of any size; write masks (at each image's size) and overlays.
+
+    Writes ``out_dir/masks/<class>/<stem>.png`` (0/255) and ``out_dir/overlays/<stem>.png`` (RGB). Images
+    are read one batch at a time, resized to ``config.size`` for the network, and the probabilities are
+    resized back to each image's own size before thresholding.
+
+    Args:
+        models: a segmenter or an ensemble.
+        paths: image files (anything ``segmentation.data.io.read_image`` reads).
+        out_dir: output folder.
+        config: the segmenters' configuration.
+        batch_size: images per batch (default ``config.eval_batch_size``).
+        postprocess: override ``config.postprocess``.
+        overlays: also write overlay PNGs.
+
+    Returns:
+        The written mask files.
+
+    Raises:
+        DataError: for an unreadable image (names the file).
+    """
+    from PIL import Image
+
+    from segmentation.data.io import read_image, write_png
+
+    out = Path(out_dir)
+    batch_size = batch_size or config.eval_batch_size
+    written: list[Path] = []
+    paths = [Path(p) for p in paths]
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        originals = []
+        for path in chunk:
+            array = read_image(path)
+            top = 65535.0 if array.dtype == np.uint16 else 255.0
+            originals.append(torch.from_numpy(array.astype(np.float32) / top)[None, None])
+        small = torch.cat([resize_images(img, config.size) for img in originals])
+        probs = predict_probabilities(models, small, config)
+        for path, image, p in zip(chunk, originals, probs):
+            full = resize_images(p[None], tuple(image.shape[-2:])).clamp(0, 1)
+            masks = probabilities_to_masks(full, config, postprocess=postprocess)[0]
+            for c, name in enumerate(config.classes):
+                written.append(write_png(out / "masks" / name / f"{path.stem}.png", masks[c].numpy()))
+            if overlays:
+                rgb = (_make_overlay(image[0], masks).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+                target = out / "overlays" / f"{path.stem}.png"
+                with atomic_path(target) as tmp:
+                    Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG")
+    return written
+
+
+def copy_state(model: nn.Module) -> dict[str, Tensor]:
+    """A CPU copy of a (possibly wrapped) model's state dict, e.g. to compare or restore weights."""
+    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}
