@@ -1,0 +1,176 @@
+"""Frozen configurations of the transfer method and of one experiment cell.
+
+Built once at the edge (the CLI or a test), saved as ``config.json`` beside the run, never read from a global.
+The method follows Oliveira & dos Santos, "Cross-dataset transfer learning for chest X-ray segmentation through
+unpaired image-to-image translation" (SIBGRAPI 2018): a translator (G_AB, G_BA, D_A, D_B) and the source segmenter
+M_A are trained together by alternating discriminative, generative and supervised steps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+METHODS = ("transfer", "finetune", "scratch", "source_only", "histmatch")
+SELECTION_RULES = ("label_free", "source_cycle", "cycle_agreement", "kid", "labelled", "paper_target_val", "last")
+PAPER_FRACTIONS = (0.0, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """Hyper-parameters of the alternating transfer method.
+
+    Args:
+        iterations: adaptation iterations after the warm-up (one iteration = the three kinds of step).
+        warmup_iterations: unsupervised translator iterations (discriminative + generative steps only) before the
+            supervised step joins; the paper uses 20 epochs. A warmed-up translator can be cached and reused.
+        steps_per_epoch: iterations between evaluations, checkpoints and selection (the target set is tiny, so an
+            "epoch" is a fixed number of steps over forever-iterators).
+        batch_size: images per step for source and target batches.
+        n_discriminative / n_generative / n_supervised: steps of each kind per iteration.
+        lr_generator / lr_discriminator / lr_segmenter: Adam learning rates; ``betas`` are shared.
+        weight_generative: scale of the translator's own generator losses (adversarial, cycle, identity...).
+        weight_source: M_A on source pairs (a, y_a).
+        weight_cycle: M_A on G_BA(G_AB(a)) with y_a; flows into both generators.
+        weight_target: M_A on G_BA(b) with y_b for the labelled target images; flows into G_BA.
+        weight_pseudo: M_A on G_BA(b) with confident pseudo-labels (self-training); 0 disables it.
+        pseudo_threshold: a pixel is confident when the EMA model's probability is above it or below 1 - it.
+        pseudo_start: fraction of ``iterations`` after which self-training starts.
+        ema_decay: decay of the exponential moving average of generator and segmenter weights; 0 disables EMA.
+        selection: rule that picks the checkpoint (see :mod:`transfer.selection`); ``"paper_target_val"`` uses all
+            target validation labels (the paper's protocol) and must be reported as such.
+        loss: segmentation loss name for ``segmentation.losses.create_loss`` (multi-label mode).
+        normalize_mode: ``segmentation.data.preprocessing.normalize`` mode for segmenter inputs.
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        seed: seed of the iterators and of the run.
+        log_every: iterations between TensorBoard scalar writes.
+        grad_clip: max gradient norm for every optimizer step (0 disables it).
+    """
+
+    iterations: int = 3000
+    warmup_iterations: int = 1000
+    steps_per_epoch: int = 250
+    batch_size: int = 8
+    n_discriminative: int = 1
+    n_generative: int = 1
+    n_supervised: int = 1
+    lr_generator: float = 2e-4
+    lr_discriminator: float = 2e-4
+    lr_segmenter: float = 1e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    weight_generative: float = 1.0
+    weight_source: float = 1.0
+    weight_cycle: float = 1.0
+    weight_target: float = 1.0
+    weight_pseudo: float = 0.5
+    pseudo_threshold: float = 0.9
+    pseudo_start: float = 0.5
+    ema_decay: float = 0.999
+    selection: str = "label_free"
+    loss: str = "dice_bce"
+    normalize_mode: str = "per_image"
+    amp: bool = True
+    seed: int = 0
+    log_every: int = 10
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "warmup_iterations"):
+            _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "batch_size", "log_every"):
+            _check(getattr(self, name) >= 1, f"expected {name} >= 1, got {getattr(self, name)}")
+        for name in ("n_discriminative", "n_generative", "n_supervised"):
+            _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
+        for name in ("lr_generator", "lr_discriminator", "lr_segmenter"):
+            _check(getattr(self, name) > 0, f"expected {name} > 0, got {getattr(self, name)}")
+        for name in ("weight_generative", "weight_source", "weight_cycle", "weight_target", "weight_pseudo",
+                     "grad_clip"):
+            _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
+        _check(0.5 < self.pseudo_threshold < 1, f"expected 0.5 < pseudo_threshold < 1, got {self.pseudo_threshold}")
+        _check(0 <= self.pseudo_start <= 1, f"expected 0 <= pseudo_start <= 1, got {self.pseudo_start}")
+        _check(0 <= self.ema_decay < 1, f"expected 0 <= ema_decay < 1, got {self.ema_decay}")
+        _check(self.selection in SELECTION_RULES,
+               f"expected selection in {SELECTION_RULES}, got {self.selection!r}")
+        _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
+
+    def replace(self, **changes: object) -> "TransferConfig":
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """One cell of the label-fraction experiment: a method, a label fraction and a seed.
+
+    Args:
+        method: ``transfer`` (the orchestrator), ``finetune`` (M_A fine-tuned on the labelled target subset; at 0%
+            it is source-only), ``scratch`` (trained on the labelled subset only; undefined at 0%), ``source_only``
+            (M_A applied to B), ``histmatch`` (target images histogram-matched to the source, then M_A).
+        fraction: share of the target training split whose labels may be used, in [0, 1].
+        seed: seed of the split draw is ``split_seed``; ``seed`` seeds models, subsets and iterators.
+        source / target: prepared dataset folders (``images/``, ``masks/<organ>/``).
+        out: root folder of the sweep (cells go to ``out/cells/<method>/f<fraction>/s<seed>``).
+        classes: organ classes to segment (groups of ``segmentation.data.dataset.CLASS_GROUPS``).
+        size: image side in pixels.
+        segmenter / segmenter_kwargs: name for ``segmentation.models.create_segmenter`` and its keywords.
+        translator / translator_preset / translator_kwargs: for ``translation.create_translator``.
+        source_iterations: iterations of the source segmenter M_A (trained once per seed and cached).
+        finetune_iterations: iterations for fine-tuning and from-scratch baselines.
+        source_lr / finetune_lr: learning rates of those segmenter trainings.
+        split_seed: seed of the Montgomery 60/20/20 split (fixed across seeds so every cell sees the same test set).
+        max_test: evaluate on at most this many test images (0 = all); for quick checks only.
+        device: ``auto``, ``cpu``, ``cuda``...
+        transfer: hyper-parameters of the transfer method.
+    """
+
+    method: str = "transfer"
+    fraction: float = 0.0
+    seed: int = 0
+    source: str = ""
+    target: str = ""
+    out: str = "runs/sweep"
+    classes: tuple[str, ...] = ("lungs",)
+    size: int = 256
+    segmenter: str = "unet"
+    segmenter_kwargs: dict = field(default_factory=dict)
+    translator: str = "cyclegan"
+    translator_preset: str = "default"
+    translator_kwargs: dict = field(default_factory=dict)
+    source_iterations: int = 3000
+    finetune_iterations: int = 1500
+    source_lr: float = 1e-3
+    finetune_lr: float = 3e-4
+    split_seed: int = 0
+    max_test: int = 0
+    device: str = "auto"
+    transfer: TransferConfig = field(default_factory=TransferConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.method in METHODS, f"expected method in {METHODS}, got {self.method!r}")
+        _check(0.0 <= self.fraction <= 1.0, f"expected 0 <= fraction <= 1, got {self.fraction}")
+        _check(self.seed >= 0, f"expected seed >= 0, got {self.seed}")
+        _check(self.size >= 8, f"expected size >= 8, got {self.size}")
+        _check(len(self.classes) >= 1, f"expected at least one class, got {self.classes}")
+        _check(self.method != "scratch" or self.fraction > 0,
+               "expected fraction > 0 for method 'scratch' (training from scratch on no label is undefined), got 0")
+        for name in ("source_iterations", "finetune_iterations", "max_test"):
+            _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
+
+    @property
+    def cell_name(self) -> str:
+        """Folder-safe name of the cell, e.g. ``transfer/f0.0500/s0``."""
+        return f"{self.method}/f{self.fraction:.4f}/s{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """Identity of the cell inside a sweep (method, fraction, seed)."""
+        return f"{self.method}|{self.fraction:.4f}|{self.seed}"
+
+    def replace(self, **changes: object) -> "ExperimentConfig":
+        """Return a copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)

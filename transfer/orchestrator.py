@@ -1,0 +1,479 @@
+"""The transfer orchestrator: a plain loop that alternates the three steps of the paper.
+
+Oliveira & dos Santos, "Cross-dataset transfer learning for chest X-ray segmentation through unpaired
+image-to-image translation" (SIBGRAPI 2018): the source segmenter M_A is put inside an unpaired translator
+(G_AB, G_BA, D_A, D_B). After an unsupervised warm-up of the translator, every iteration runs discriminative,
+generative and supervised steps (:mod:`transfer.steps`); prediction on a target image b is M_A(G_BA(b)).
+
+Additions beyond the paper, each switchable in :class:`transfer.config.TransferConfig` so they can be measured as
+ablations: an exponential moving average (EMA) of generator and segmenter weights, which is what predicts and what
+selection scores; self-training on confident target pseudo-labels of the EMA model; label-free model selection
+(:mod:`transfer.selection`).
+
+The orchestrator takes built models (possibly DDP-wrapped segmenter), a loss and a normaliser; it logs to
+TensorBoard and writes checkpoints on rank 0 only, and resumes exactly (models, optimizers, EMA, iterators, RNG).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from runtime.distributed import is_main_process, rank_indices, unwrap
+from runtime.logging import RunLogger, progress
+from runtime.seed import get_rng_state, seed_everything, set_rng_state
+from transfer.config import TransferConfig
+from transfer.steps import (
+    SupervisedBatch,
+    SupervisedWeights,
+    discriminative_step,
+    from_translator,
+    generative_step,
+    supervised_step,
+    to_translator,
+)
+
+Selector = Callable[[nn.Module, nn.Module], dict[str, float]]
+
+
+class ForeverIterator:
+    """Endless random mini-batches over aligned tensors, reshuffled every pass, with a saveable state.
+
+    The labelled target subset may hold a single image, so loops run a fixed number of steps per epoch over these
+    iterators instead of epochs over a loader. Under DDP every rank draws the same permutation and keeps its share
+    (``runtime.distributed.rank_indices``).
+
+    Args:
+        tensors: tensors with the same first dimension (kept where they are; batches are moved to ``device``).
+        batch_size: batch size (capped at the number of items of this rank).
+        seed: seed of the shuffling generator.
+        device: device of the returned batches (default: the tensors' device).
+
+    Raises:
+        ValueError: on no tensor, an empty tensor, tensors of different lengths, or ``batch_size < 1``.
+    """
+
+    def __init__(self, *tensors: Tensor, batch_size: int, seed: int = 0, device: torch.device | None = None) -> None:
+        if not tensors:
+            raise ValueError("expected at least one tensor, got none")
+        n = len(tensors[0])
+        if n == 0 or any(len(t) != n for t in tensors):
+            raise ValueError(f"expected non-empty tensors of one length, got lengths {[len(t) for t in tensors]}")
+        if batch_size < 1:
+            raise ValueError(f"expected batch_size >= 1, got {batch_size}")
+        self.tensors = tensors
+        self.n = n
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.order = rank_indices(n, self.generator)
+        self.batch_size = min(batch_size, len(self.order))
+        self.position = 0
+
+    def __iter__(self) -> "ForeverIterator":
+        return self
+
+    def __next__(self) -> tuple[Tensor, ...]:
+        if self.position + self.batch_size > len(self.order):
+            self.order = rank_indices(self.n, self.generator)
+            self.position = 0
+        index = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        return tuple(t[index.to(t.device)].to(self.device or t.device, non_blocking=True) for t in self.tensors)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order.clone(), "position": self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
+        self.order = state["order"].clone()
+        self.position = int(state["position"])
+
+
+class EMA:
+    """Exponential moving average of a module's weights (buffers are copied).
+
+    The effective decay is ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so short runs are not dominated
+    by the initial weights.
+
+    Args:
+        model: the module to average (a DDP wrapper is unwrapped).
+        decay: in [0, 1); 0 makes the average a copy of the latest weights.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0 <= decay < 1:
+            raise ValueError(f"expected 0 <= decay < 1, got {decay}")
+        self.decay = decay
+        self.module = copy.deepcopy(unwrap(model)).eval()
+        self.module.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        source = unwrap(model)
+        for ema_p, p in zip(self.module.parameters(), source.parameters()):
+            ema_p.lerp_(p.detach(), 1 - decay)
+        for ema_b, b in zip(self.module.buffers(), source.buffers()):
+            ema_b.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"module": self.module.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.module.load_state_dict(state["module"])
+        self.updates = int(state["updates"])
+
+
+@dataclass
+class TransferResult:
+    """What :meth:`TransferOrchestrator.fit` returns.
+
+    Attributes:
+        best_iteration: iteration of the selected weights; best_score: their selection score.
+        history: one dict per evaluation (iteration, criteria, score).
+        iterations: iterations run in total; seconds: wall time of this call.
+    """
+
+    best_iteration: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    iterations: int = 0
+    seconds: float = 0.0
+
+
+class TransferOrchestrator:
+    """Trains a translator and the source segmenter M_A together by alternating the paper's three steps.
+
+    Args:
+        translator: a ``translation.base.Translator`` (CycleGAN, UNIT, MUNIT...), already built, on its device.
+        segmenter: M_A, pretrained on the source (a ``segmentation.models.base.Segmenter`` or any logits module;
+            may be DDP-wrapped).
+        config: hyper-parameters.
+        loss_fn: segmentation loss on (logits, float masks); default ``segmentation.losses.create_loss(config.loss,
+            mode="multilabel")``.
+        normalize: segmenter input normalisation of ``[0, 1]`` images; default
+            ``segmentation.data.preprocessing.normalize(x, config.normalize_mode)``.
+        run_dir: run folder (``checkpoints/``, ``tb/``); None keeps everything in memory.
+        show_progress: tqdm bar on rank 0.
+    """
+
+    def __init__(self, translator: nn.Module, segmenter: nn.Module, config: TransferConfig,
+                 loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
+                 normalize: Callable[[Tensor], Tensor] | None = None, run_dir: str | os.PathLike | None = None,
+                 show_progress: bool = False) -> None:
+        self.translator = translator
+        self.segmenter = segmenter
+        self.config = config
+        self.loss_fn = loss_fn if loss_fn is not None else _default_loss(config.loss)
+        self.normalize = normalize if normalize is not None else _default_normalize(config.normalize_mode)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.show_progress = show_progress
+        self.iteration_count = 0
+        self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
+                                         target=config.weight_target, pseudo=config.weight_pseudo)
+        self._reset_optimizers()
+        self.ema_translator: EMA | None = None
+        self.ema_segmenter: EMA | None = None
+        self.source: ForeverIterator | None = None
+        self.target: ForeverIterator | None = None
+        self.labelled: ForeverIterator | None = None
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {"iteration": -1, "score": -math.inf, "state": None}
+
+    @property
+    def device(self) -> torch.device:
+        return next(unwrap(self.segmenter).parameters()).device
+
+    def _reset_optimizers(self) -> None:
+        c, model = self.config, unwrap(self.translator)
+        self.opt_d = torch.optim.Adam(model.discriminator_parameters(), lr=c.lr_discriminator, betas=c.betas)
+        self.opt_g = torch.optim.Adam(model.generator_parameters(), lr=c.lr_generator, betas=c.betas)
+        self.opt_s = torch.optim.Adam(self.segmenter.parameters(), lr=c.lr_segmenter, betas=c.betas)
+
+    def _make_iterators(self, source_images: Tensor, source_masks: Tensor, target_images: Tensor,
+                        labelled: tuple[Tensor, Tensor] | None, seed: int) -> None:
+        c, device = self.config, self.device
+        self.source = ForeverIterator(source_images, source_masks, batch_size=c.batch_size, seed=seed, device=device)
+        self.target = ForeverIterator(target_images, batch_size=c.batch_size, seed=seed + 1, device=device)
+        self.labelled = (ForeverIterator(*labelled, batch_size=c.batch_size, seed=seed + 2, device=device)
+                         if labelled is not None else None)
+
+    # ------------------------------------------------------------------ the paper's loop
+    def iteration(self) -> dict[str, Tensor]:
+        """One iteration of the method: discriminative, generative, then supervised steps (Sec. III of the paper).
+
+        Returns:
+            Losses of the last step of each kind, prefixed ``discriminative/``, ``generative/``, ``supervised/``.
+        """
+        c, losses = self.config, {}
+        for _ in range(c.n_discriminative):
+            (a, _), (b,) = next(self.source), next(self.target)
+            d = discriminative_step(self.translator, a, b, self.opt_d, amp=c.amp, grad_clip=c.grad_clip)
+            losses.update({f"discriminative/{k}": v for k, v in d.items()})
+        for _ in range(c.n_generative):
+            (a, _), (b,) = next(self.source), next(self.target)
+            g = generative_step(self.translator, a, b, self.opt_g, weight=c.weight_generative, amp=c.amp,
+                                grad_clip=c.grad_clip)
+            losses.update({f"generative/{k}": v for k, v in g.items()})
+        for _ in range(c.n_supervised):
+            s = supervised_step(self.translator, self.segmenter, self._supervised_batch(), self.loss_fn,
+                                self.normalize, (self.opt_s, self.opt_g), weights=self.weights, amp=c.amp,
+                                grad_clip=c.grad_clip)
+            losses.update({f"supervised/{k}": v for k, v in s.items()})
+        self.ema_translator.update(self.translator)
+        self.ema_segmenter.update(self.segmenter)
+        self.iteration_count += 1
+        return losses
+
+    def _supervised_batch(self) -> SupervisedBatch:
+        a, y_a = next(self.source)
+        batch = SupervisedBatch(a=a, y_a=y_a)
+        if self.labelled is not None:
+            batch.b_labelled, batch.y_b = next(self.labelled)
+        c = self.config
+        if c.weight_pseudo > 0 and self.iteration_count >= c.pseudo_start * c.iterations:
+            (b,) = next(self.target)
+            probs = torch.sigmoid(self._predict_logits(b, ema=True))
+            batch.b_unlabelled = b
+            batch.pseudo = (probs > 0.5).float()
+            batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()
+        return batch
+
+    def warm_up(self, source_images: Tensor, target_images: Tensor, cache: str | os.PathLike | None = None,
+                key: str = "") -> dict[str, Any]:
+        """Train the translator alone (discriminative + generative steps) for ``config.warmup_iterations``.
+
+        A warmed-up translator is saved once to ``cache`` and loaded by every later run with the same ``key`` (and
+        translator class and warm-up length), so a sweep over label fractions pays for it once.
+
+        Args:
+            source_images / target_images: ``[N, 1, H, W]`` in ``[0, 1]``.
+            cache: file of the warmed-up translator (None: no caching).
+            key: identity of the warm-up inputs (data, translator config, seed), checked when loading.
+
+        Returns:
+            ``{"cached": bool, "iterations": int, "seconds": float}``.
+        """
+        c, model = self.config, unwrap(self.translator)
+        full_key = _warmup_key(model, c, key)
+        start = time.perf_counter()
+        if cache is not None and Path(cache).is_file():
+            state = load_checkpoint(cache, map_location=self.device)
+            if state.get("key") == full_key:
+                model.load_state_dict(state["translator"])
+                return {"cached": True, "iterations": c.warmup_iterations, "seconds": time.perf_counter() - start}
+        seed_everything(c.seed)
+        src = ForeverIterator(source_images, batch_size=c.batch_size, seed=c.seed, device=self.device)
+        tgt = ForeverIterator(target_images, batch_size=c.batch_size, seed=c.seed + 1, device=self.device)
+        logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
+        for it in progress(range(c.warmup_iterations), desc="warm-up", enabled=self.show_progress):
+            (a,), (b,) = next(src), next(tgt)
+            d = discriminative_step(self.translator, a, b, self.opt_d, amp=c.amp, grad_clip=c.grad_clip)
+            (a,), (b,) = next(src), next(tgt)
+            g = generative_step(self.translator, a, b, self.opt_g, amp=c.amp, grad_clip=c.grad_clip)
+            if it % c.log_every == 0:
+                logger.scalars(d, it, prefix="warmup/discriminative")
+                logger.scalars(g, it, prefix="warmup/generative")
+        logger.close()
+        if cache is not None and is_main_process():
+            save_checkpoint(cache, {"translator": model.state_dict(), "key": full_key, "config": getattr(
+                model, "config", {}), "name": getattr(model, "name", type(model).__name__)})
+        return {"cached": False, "iterations": c.warmup_iterations, "seconds": time.perf_counter() - start}
+
+    def fit(self, source_images: Tensor, source_masks: Tensor, target_images: Tensor,
+            labelled: tuple[Tensor, Tensor] | None = None, selector: Selector | None = None, *,
+            warmup_cache: str | os.PathLike | None = None, warmup_key: str = "", resume: bool = False) -> TransferResult:
+        """Warm up the translator, then run ``config.iterations`` iterations, selecting the best weights.
+
+        Every ``steps_per_epoch`` iterations (and at the end) the EMA models are scored by ``selector``, every
+        criterion is logged to TensorBoard, and a checkpoint is written atomically; the best-scoring EMA weights
+        become the predictor (:meth:`predict`). With ``resume`` the latest checkpoint in ``run_dir/checkpoints``
+        is restored and the run continues exactly where it stopped.
+
+        Args:
+            source_images / source_masks: source pairs (a, y_a), ``[N, 1, H, W]`` / ``[N, K, H, W]``.
+            target_images: unlabelled target images ``[M, 1, H, W]`` (labelled ones may be included as images).
+            labelled: (images, masks) of the labelled target subset, or None at fraction 0.
+            selector: returns criteria with a ``"score"`` (higher is better) for (translator, segmenter); None
+                keeps the last weights.
+            warmup_cache / warmup_key: see :meth:`warm_up`.
+            resume: continue from the latest checkpoint when there is one.
+
+        Returns:
+            A :class:`TransferResult`.
+        """
+        c, start = self.config, time.perf_counter()
+        ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
+        latest = latest_checkpoint(ckpt_dir, "iter_*.pt") if (resume and ckpt_dir is not None) else None
+        if latest is None:
+            self.warm_up(source_images, target_images, warmup_cache, warmup_key)
+            self._reset_optimizers()
+            seed_everything(c.seed + 7)
+            self._make_iterators(source_images, source_masks, target_images, labelled, c.seed + 10)
+            self.ema_translator, self.ema_segmenter = EMA(self.translator, c.ema_decay), EMA(self.segmenter,
+                                                                                              c.ema_decay)
+        else:
+            self._make_iterators(source_images, source_masks, target_images, labelled, c.seed + 10)
+            self.ema_translator, self.ema_segmenter = EMA(self.translator, c.ema_decay), EMA(self.segmenter,
+                                                                                              c.ema_decay)
+            self.load_state_dict(load_checkpoint(latest, map_location=self.device))
+        logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
+        self.translator.train()
+        self.segmenter.train()
+        bar = progress(total=c.iterations, initial=self.iteration_count, desc="transfer", enabled=self.show_progress)
+        for _ in bar:
+            losses = self.iteration()
+            it = self.iteration_count
+            if it % c.log_every == 0 or it == c.iterations:
+                logger.scalars(losses, it)
+            if it % c.steps_per_epoch == 0 or it == c.iterations:
+                self._evaluate(selector, logger)
+                if ckpt_dir is not None and is_main_process():
+                    save_checkpoint(ckpt_dir / f"iter_{it:07d}.pt", self.state_dict())
+                    _keep_latest(ckpt_dir, keep=1)
+        if c.iterations == 0 or not self.history:
+            self._evaluate(selector, logger)
+        logger.close()
+        if self.best["state"] is not None:
+            self.ema_translator.module.load_state_dict(self.best["state"]["translator"])
+            self.ema_segmenter.module.load_state_dict(self.best["state"]["segmenter"])
+        if ckpt_dir is not None and is_main_process():
+            save_checkpoint(ckpt_dir / "best.pt", {"translator": self.ema_translator.module.state_dict(),
+                                                   "segmenter": self.ema_segmenter.module.state_dict(),
+                                                   "iteration": self.best["iteration"],
+                                                   "score": self.best["score"]})
+        return TransferResult(best_iteration=int(self.best["iteration"]), best_score=float(self.best["score"]),
+                              history=list(self.history), iterations=self.iteration_count,
+                              seconds=time.perf_counter() - start)
+
+    def _evaluate(self, selector: Selector | None, logger: RunLogger) -> None:
+        it = self.iteration_count
+        if selector is None:
+            criteria = {"score": float(it)}
+        else:
+            criteria = dict(selector(self.ema_translator.module, self.ema_segmenter.module))
+            if "score" not in criteria:
+                raise ValueError(f"expected a 'score' in the selector's criteria, got {sorted(criteria)}")
+        logger.scalars(criteria, it, prefix="selection")
+        self.history.append({"iteration": float(it), **{k: float(v) for k, v in criteria.items()}})
+        score = float(criteria["score"])
+        if not math.isnan(score) and score >= self.best["score"]:
+            self.best = {"iteration": it, "score": score, "state": {
+                "translator": copy.deepcopy(self.ema_translator.module.state_dict()),
+                "segmenter": copy.deepcopy(self.ema_segmenter.module.state_dict())}}
+        self.translator.train()
+        self.segmenter.train()
+
+    # ------------------------------------------------------------------ prediction
+    def _predict_logits(self, images: Tensor, ema: bool = True) -> Tensor:
+        translator = self.ema_translator.module if (ema and self.ema_translator is not None) else unwrap(
+            self.translator)
+        segmenter = self.ema_segmenter.module if (ema and self.ema_segmenter is not None) else unwrap(
+            self.segmenter)
+        return predict_target(translator, segmenter, images, self.normalize)
+
+    def predict(self, images: Tensor, batch_size: int = 8) -> Tensor:
+        """Logits of M_A(G_BA(b)) for target images ``[N, 1, H, W]`` in ``[0, 1]`` (selected EMA weights)."""
+        outs = [self._predict_logits(images[i:i + batch_size].to(self.device)).cpu()
+                for i in range(0, len(images), batch_size)]
+        return torch.cat(outs)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly."""
+        return {
+            "iteration": self.iteration_count,
+            "translator": unwrap(self.translator).state_dict(),
+            "segmenter": unwrap(self.segmenter).state_dict(),
+            "opt_d": self.opt_d.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_s": self.opt_s.state_dict(),
+            "ema_translator": self.ema_translator.state_dict(), "ema_segmenter": self.ema_segmenter.state_dict(),
+            "source": self.source.state_dict(), "target": self.target.state_dict(),
+            "labelled": self.labelled.state_dict() if self.labelled is not None else None,
+            "history": self.history, "best": self.best, "rng": get_rng_state(),
+            "config": json.loads(json.dumps(self.config.__dict__, default=list)),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.iteration_count = int(state["iteration"])
+        unwrap(self.translator).load_state_dict(state["translator"])
+        unwrap(self.segmenter).load_state_dict(state["segmenter"])
+        self.opt_d.load_state_dict(state["opt_d"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_s.load_state_dict(state["opt_s"])
+        self.ema_translator.load_state_dict(state["ema_translator"])
+        self.ema_segmenter.load_state_dict(state["ema_segmenter"])
+        self.source.load_state_dict(state["source"])
+        self.target.load_state_dict(state["target"])
+        if self.labelled is not None and state["labelled"] is not None:
+            self.labelled.load_state_dict(state["labelled"])
+        self.history = list(state["history"])
+        self.best = state["best"]
+        set_rng_state(state["rng"])
+
+
+@torch.no_grad()
+def predict_target(translator: nn.Module, segmenter: nn.Module, images: Tensor,
+                   normalize: Callable[[Tensor], Tensor]) -> Tensor:
+    """Logits of M_A(G_BA(b)) in eval mode (train modes restored).
+
+    Shape:
+        images: ``[N, 1, H, W]`` in ``[0, 1]`` -> logits ``[N, K, H, W]``.
+    """
+    translator, segmenter = unwrap(translator), unwrap(segmenter)
+    modes = (translator.training, segmenter.training)
+    translator.eval()
+    segmenter.eval()
+    try:
+        return segmenter(normalize(from_translator(translator.b_to_a(to_translator(images))))).float()
+    finally:
+        translator.train(modes[0])
+        segmenter.train(modes[1])
+
+
+def _warmup_key(model: nn.Module, config: TransferConfig, key: str) -> str:
+    payload = json.dumps({"name": type(model).__name__, "config": getattr(model, "config", None),
+                          "iterations": config.warmup_iterations, "batch": config.batch_size, "seed": config.seed,
+                          "lr": [config.lr_generator, config.lr_discriminator], "key": key}, sort_keys=True,
+                         default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _keep_latest(folder: Path, keep: int) -> None:
+    files = sorted(folder.glob("iter_*.pt"))
+    for old in files[:-keep]:
+        old.unlink(missing_ok=True)
+
+
+def _default_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    from segmentation.losses import create_loss
+
+    return create_loss(name, mode="multilabel")
+
+
+def _default_normalize(mode: str) -> Callable[[Tensor], Tensor]:
+    from segmentation.data.preprocessing import normalize
+
+    return lambda images: normalize(images, mode)
+
+
+def stack_labelled(images: Tensor | None, masks: Tensor | None) -> tuple[Tensor, Tensor] | None:
+    """``(images, masks)`` or None when there is no labelled image."""
+    if images is None or masks is None or len(images) == 0:
+        return None
+    return images, masks
+
+
+__all__: Sequence[str] = ("EMA", "ForeverIterator", "TransferOrchestrator", "TransferResult", "predict_target")
