@@ -1,0 +1,581 @@
+"""Turn datasets in their original layouts into one prepared dataset folder.
+
+A prepared folder (read by :func:`segmentation.data.dataset.load_dataset`)::
+
+    out/
+        images/<id>.png            8-bit grey, or 16-bit when the source has more than 8 bits
+        masks/<class>/<id>.png     0 / 255, the same size as the image
+        dataset.json               classes, source, sizes, pixel spacing, per-image metadata
+
+Output size (``size``, default 512): with ``resize="longest"`` the longer side becomes ``size`` and
+the aspect ratio is kept (a 4892x4020 Montgomery image becomes 512x421); with ``resize="square"``
+every image becomes ``size`` x ``size`` (aspect not kept); ``size=None`` keeps the source size.
+Images are resized with an anti-aliased bilinear filter (``skimage.transform.resize(order=1,
+anti_aliasing=True)``), masks label-safe (the same filter on 0/1 values, thresholded at 0.5, so the
+output holds only 0 and 255). SCR masks at half the JSRT resolution are resized to the image's output
+size directly.
+
+Everything is written into a hidden temporary folder beside ``out`` that is renamed to ``out`` at the
+end: a failed or interrupted prepare leaves no half-written dataset (the temporary folder is removed).
+All file matching and checks that need no pixels run before anything is written.
+
+Datasets: JSRT (Shiraishi et al., AJR 2000) with SCR masks (van Ginneken et al., MedIA 2006),
+Montgomery County and Shenzhen (Jaeger et al., QIMS 2014), as used for cross-dataset transfer by
+Oliveira & dos Santos, "Deep transfer learning for segmentation of anatomical structures in chest
+radiographs", SIBGRAPI 2018.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from skimage.transform import resize as _sk_resize
+
+from runtime.io import atomic_write_json
+from runtime.logging import progress
+from segmentation.data import formats
+from segmentation.data.formats import MERGED_LUNGS, ORGANS, SourceImage
+from segmentation.data.io import DataError, read_mask, write_png
+
+RESIZE_MODES = ("longest", "square")
+LUNG_SIDES = ("left_lung", "right_lung")
+FORMAT_NAME = "cxr-transfer prepared dataset"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SourceItem:
+    """One image of a source dataset and where its masks are.
+
+    Attributes:
+        id: output identifier (file stem).
+        image: the source image file.
+        masks: ``{class: file}`` masks given per class.
+        merged: a merged two-lung mask (compilation layouts), split into ``left_lung`` /
+            ``right_lung`` or kept as ``lungs`` as the classes ask.
+    """
+
+    id: str
+    image: Path
+    masks: dict[str, Path] = field(default_factory=dict)
+    merged: Path | None = None
+
+
+# ---------------------------------------------------------------------------------------- resizing
+
+
+def output_shape(shape: tuple[int, int], size: int | None, resize: str = "longest") -> tuple[int, int]:
+    """Output ``(H, W)`` of an image of ``shape`` (see the module docstring).
+
+    Raises:
+        ValueError: for a size below 1 or an unknown resize mode.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"expected resize in {RESIZE_MODES}, got {resize!r}")
+    if size is None:
+        return tuple(shape)  # type: ignore[return-value]
+    if size < 1:
+        raise ValueError(f"expected size >= 1 (or None to keep the source size), got {size}")
+    if resize == "square":
+        return (size, size)
+    h, w = shape
+    scale = size / max(h, w)
+    return (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+
+
+def resize_image(image: SourceImage, shape: tuple[int, int]) -> np.ndarray:
+    """Resize anti-aliased to ``shape``; ``uint8`` for 8-bit sources, else ``uint16`` on the full 16-bit range.
+
+    A ``b``-bit value ``v`` becomes ``v / (2**b - 1)`` of the output range (12-bit 4095 -> 65535).
+    """
+    top = float((1 << image.bits_stored) - 1)
+    values = np.clip(image.array.astype(np.float64) / top, 0.0, 1.0)
+    if values.shape != tuple(shape):
+        down = shape[0] < values.shape[0] or shape[1] < values.shape[1]
+        values = _sk_resize(values, shape, order=1, anti_aliasing=down, preserve_range=True)
+    if image.bits_stored <= 8:
+        return np.clip(np.rint(values * 255.0), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(values * 65535.0), 0, 65535).astype(np.uint16)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Label-safe resize of a bool mask: anti-aliased bilinear on 0/1, thresholded at 0.5. Returns bool."""
+    if mask.shape == tuple(shape):
+        return mask.astype(bool)
+    down = shape[0] < mask.shape[0] or shape[1] < mask.shape[1]
+    return _sk_resize(mask.astype(np.float64), shape, order=1, anti_aliasing=down, preserve_range=True) >= 0.5
+
+
+# ----------------------------------------------------------------------------------------- matching
+
+
+def match_items(images: Mapping[str, Path], masks: Mapping[str, Mapping[str, Path]], *, merged: Mapping[str, Path]
+                | None = None, skip_unmatched: bool = False) -> tuple[list[SourceItem], list[dict[str, str]]]:
+    """Pair images with their masks by id.
+
+    Args:
+        images: ``{id: image file}``.
+        masks: ``{class: {id: mask file}}``.
+        merged: ``{id: merged lung mask file}`` for compilation layouts.
+        skip_unmatched: leave out images without a mask and masks without an image (recorded in the
+            returned list) instead of failing.
+
+    Returns:
+        ``(items, skipped)``; ``skipped`` holds ``{"file", "reason"}`` records.
+
+    Raises:
+        DataError: for no images, or (unless ``skip_unmatched``) an image without a mask or the reverse.
+    """
+    if not images:
+        raise DataError("expected at least one image, got none; check the images folder and its file suffixes")
+    tables = dict(masks)
+    if merged is not None:
+        tables = {**tables, "merged lung": merged}
+    skipped: list[dict[str, str]] = []
+    keep = set(images)
+    for name, table in tables.items():
+        for ident in sorted(set(images) - set(table)):
+            if not skip_unmatched:
+                raise DataError(f"{images[ident]}: image without a {name} mask; add the mask, remove the image, "
+                                "or pass --skip-unmatched to leave such images out")
+            if ident in keep:
+                skipped.append({"file": str(images[ident]), "reason": f"no {name} mask"})
+            keep.discard(ident)
+        for ident in sorted(set(table) - set(images)):
+            if not skip_unmatched:
+                raise DataError(f"{table[ident]}: {name} mask without an image; add the image, remove the mask, "
+                                "or pass --skip-unmatched to leave it out")
+            skipped.append({"file": str(table[ident]), "reason": "mask without an image"})
+    if not keep:
+        raise DataError("expected at least one image with all its masks, got none; check that image and mask "
+                        "file names match (ids are the file names without suffixes)")
+    items = [
+        SourceItem(ident, images[ident], {cls: table[ident] for cls, table in masks.items()},
+                   merged[ident] if merged is not None else None)
+        for ident in sorted(keep)
+    ]
+    return items, skipped
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _spacing_entry(spacing: tuple[float, float] | None) -> float | list[float] | None:
+    if spacing is None:
+        return None
+    r, c = (round(float(v), 6) for v in spacing)
+    return r if abs(r - c) <= 1e-6 * max(r, c) else [r, c]
+
+
+def _check_mask_shape(mask: np.ndarray, path: Path, image_shape: tuple[int, int], image_path: Path,
+                      ratios: tuple[int, ...]) -> None:
+    for ratio in ratios:
+        if mask.shape[0] * ratio == image_shape[0] and mask.shape[1] * ratio == image_shape[1]:
+            return
+    extra = " or half of it (SCR)" if 2 in ratios else ""
+    raise DataError(
+        f"{path}: mask of size {mask.shape[0]}x{mask.shape[1]} for image {image_path} of size "
+        f"{image_shape[0]}x{image_shape[1]}; expected the image's size{extra}: pair the mask with its own image "
+        "or re-export it at the image's size"
+    )
+
+
+def _read_masks(item: SourceItem, classes: tuple[str, ...], image_shape: tuple[int, int], *, strict: bool,
+                ratios: tuple[int, ...]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for cls, path in item.masks.items():
+        mask = read_mask(path, strict=strict)
+        _check_mask_shape(mask, path, image_shape, item.image, ratios)
+        out[cls] = mask
+    if item.merged is not None:
+        mask = read_mask(item.merged, strict=strict)
+        _check_mask_shape(mask, item.merged, image_shape, item.image, ratios)
+        if MERGED_LUNGS in classes:
+            out[MERGED_LUNGS] = mask
+        if any(side in classes for side in LUNG_SIDES):
+            out["left_lung"], out["right_lung"] = formats.split_lungs(mask, item.merged)
+    if MERGED_LUNGS in classes and MERGED_LUNGS not in out:
+        out[MERGED_LUNGS] = out["left_lung"] | out["right_lung"]
+    return {cls: out[cls] for cls in classes}
+
+
+@contextlib.contextmanager
+def _staging(out: Path, overwrite: bool):
+    """Yield a temporary folder beside ``out``, renamed to ``out`` on success and removed on failure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            if any(out.iterdir()):
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, old / "data")
+            else:
+                out.rmdir()
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def check_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Validate the output folder before any work.
+
+    Raises:
+        DataError: if ``out`` exists as a file, or as a non-empty folder without ``overwrite``.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: the output exists and is a file; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DataError(f"{out}: the output folder exists and is not empty; choose another --out or pass --overwrite")
+    return out
+
+
+def write_prepared(
+    items: Sequence[SourceItem],
+    out: str | os.PathLike,
+    *,
+    classes: Sequence[str],
+    source: dict,
+    reader: Callable[[Path], SourceImage] = formats.read_source_image,
+    size: int | None = 512,
+    resize: str = "longest",
+    spacing_mm: float | None = None,
+    threshold_masks: bool = False,
+    mask_ratios: tuple[int, ...] = (1,),
+    skipped: Sequence[dict[str, str]] = (),
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Read, check, resize and write ``items`` as a prepared dataset, atomically.
+
+    Args:
+        items: images and their masks (:func:`match_items`).
+        out: the output folder; must not exist (or be empty) unless ``overwrite``.
+        classes: output mask classes, in order (empty: images only, for unlabelled data).
+        source: description of the source stored in ``dataset.json``.
+        reader: reads one source image.
+        size: output size (see the module docstring); None keeps the source size.
+        resize: ``"longest"`` (aspect kept) or ``"square"``.
+        spacing_mm: pixel spacing of every source image when the reader does not know it.
+        threshold_masks: binarise anti-aliased masks at half range instead of rejecting them.
+        mask_ratios: accepted image-to-mask size ratios (``(1, 2)`` for SCR half-resolution masks).
+        skipped: records of left-out files, stored in ``dataset.json``.
+        overwrite: replace an existing non-empty ``out``.
+        show_progress: show a progress bar.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        DataError: for an unreadable, truncated or wrongly sized file, a non-binary mask (unless
+            ``threshold_masks``), or an existing output; nothing is left behind.
+        ValueError: for a bad ``size`` or ``resize``.
+    """
+    out = check_output(out, overwrite)
+    output_shape((1, 1), size, resize)
+    classes = tuple(classes)
+    records = []
+    bit_depths = set()
+    with _staging(out, overwrite) as tmp:
+        for item in progress(items, desc=f"prepare {out.name}", enabled=show_progress):
+            image = reader(item.image)
+            if image.spacing_mm is None and spacing_mm is not None:
+                image.spacing_mm = (float(spacing_mm), float(spacing_mm))
+            src_shape = image.array.shape
+            masks = _read_masks(item, classes, src_shape, strict=not threshold_masks, ratios=mask_ratios)
+            shape = output_shape(src_shape, size, resize)
+            pixels = resize_image(image, shape)
+            bit_depths.add(pixels.dtype.itemsize * 8)
+            write_png(tmp / "images" / f"{item.id}.png", pixels)
+            for cls, mask in masks.items():
+                write_png(tmp / "masks" / cls / f"{item.id}.png", resize_mask(mask, shape))
+            spacing = None
+            if image.spacing_mm is not None:
+                spacing = (image.spacing_mm[0] * src_shape[0] / shape[0], image.spacing_mm[1] * src_shape[1] / shape[1])
+            records.append({
+                "id": item.id,
+                "source_file": str(item.image),
+                "mask_files": {cls: str(p) for cls, p in item.masks.items()}
+                | ({"merged_lungs": str(item.merged)} if item.merged is not None else {}),
+                "original_size": list(src_shape),
+                "size": list(shape),
+                "bits_stored": image.bits_stored,
+                "bit_depth": pixels.dtype.itemsize * 8,
+                "original_pixel_spacing_mm": _spacing_entry(image.spacing_mm),
+                "pixel_spacing_mm": _spacing_entry(spacing),
+            })
+        for cls in classes:
+            (tmp / "masks" / cls).mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "name": out.name,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "source": source,
+            "classes": list(classes),
+            "count": len(records),
+            "target_size": size,
+            "resize": resize,
+            "bit_depths": sorted(bit_depths),
+            "original_sizes": sorted({tuple(r["original_size"]) for r in records}),
+            "pixel_spacing_note": "per image: pixel_spacing_mm of the written PNG, original_pixel_spacing_mm of the "
+            "source; a float when isotropic, [row, column] otherwise, null when unknown",
+            "images": records,
+            "skipped": list(skipped),
+        }
+        atomic_write_json(tmp / "dataset.json", meta)
+    return out
+
+
+# --------------------------------------------------------------------------------------- datasets
+
+
+def _images_in(folder: str | os.PathLike, what: str, key: Callable[[Path], str | None] = formats.image_id,
+               suffixes: tuple[str, ...] = formats.SOURCE_SUFFIXES) -> dict[str, Path]:
+    files = formats.list_files(folder, suffixes, what=what)
+    return formats.index_by_id(files, key)
+
+
+def prepare_jsrt(
+    images: str | os.PathLike,
+    masks: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    classes: Sequence[str] = ORGANS,
+    size: int | None = 512,
+    resize: str = "longest",
+    threshold_masks: bool = False,
+    skip_unmatched: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Prepare JSRT with SCR masks.
+
+    Args:
+        images: folder of JSRT images: raw ``<ID>.IMG`` (2048x2048 big-endian 12-bit, "white is
+            zero") or conversions such as the 8-bit palette ``<ID>.IMG.png``.
+        masks: the SCR masks folder (organ folders ``left lung`` / ``left_lung`` ..., possibly under
+            ``fold1`` / ``fold2``), or None for images only.
+        out: output folder.
+        classes: organs among ``left_lung, right_lung, heart, left_clavicle, right_clavicle``.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+
+    Returns:
+        ``out``. Pixel spacing is 0.175 mm at 2048x2048.
+
+    Raises:
+        DataError: see :func:`write_prepared`, plus missing folders, unknown organs, unmatched files.
+    """
+    check_output(out, overwrite)
+    classes = formats.check_classes(classes, ORGANS, "organ folder") if masks is not None else ()
+    image_files = _images_in(images, "JSRT images folder (--images)")
+    mask_tables = formats.find_scr_masks(masks, classes) if masks is not None else {}
+    items, skipped = match_items(image_files, mask_tables, skip_unmatched=skip_unmatched)
+    source = {"dataset": "jsrt", "layout": "JSRT images + SCR masks", "images": str(Path(images).resolve()),
+              "masks": str(Path(masks).resolve()) if masks is not None else None}
+    return write_prepared(items, out, classes=classes, source=source, reader=formats.read_jsrt_image, size=size,
+                          resize=resize, threshold_masks=threshold_masks, mask_ratios=(1, 2), skipped=skipped,
+                          overwrite=overwrite, show_progress=show_progress)
+
+
+def prepare_montgomery(
+    out: str | os.PathLike,
+    *,
+    root: str | os.PathLike | None = None,
+    images: str | os.PathLike | None = None,
+    masks: str | os.PathLike | None = None,
+    classes: Sequence[str] = LUNG_SIDES,
+    size: int | None = 512,
+    resize: str = "longest",
+    threshold_masks: bool = False,
+    skip_unmatched: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Prepare the Montgomery County set from the NLM layout or a merged-mask compilation.
+
+    Layouts:
+        - NLM (``root``): ``CXR_png/*.png`` with ``ManualMask/leftMask`` and ``ManualMask/rightMask``
+          (found at ``root`` or up to two levels below, e.g. ``root/MontgomerySet``).
+        - Compilation (``root`` holding ``cxr``/``CXR_png``/``images`` + ``masks``, or ``images`` and
+          ``masks`` given): one merged two-lung mask per image with the image's file name, split into
+          ``left_lung`` / ``right_lung`` by :func:`segmentation.data.formats.split_lungs` or kept as
+          ``lungs``.
+
+    Args:
+        out: output folder.
+        root: dataset root (either layout).
+        images, masks: image and merged-mask folders of a compilation layout (instead of ``root``).
+        classes: among ``left_lung``, ``right_lung`` and ``lungs`` (both lungs, one mask).
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+
+    Returns:
+        ``out``. Pixel spacing is 0.0875 mm at 4020x4892 (scaled for copies with that aspect ratio,
+        unknown for squashed square copies).
+
+    Raises:
+        DataError: for a folder in neither layout, plus everything :func:`write_prepared` raises.
+    """
+    check_output(out, overwrite)
+    classes = formats.check_classes(classes, LUNG_SIDES + (MERGED_LUNGS,), "class")
+    nlm = None
+    if images is None and masks is None:
+        if root is None:
+            raise DataError("expected --root, or both --images and --masks; got neither")
+        if not Path(root).is_dir():
+            raise DataError(f"{root}: no such Montgomery folder; check --root")
+        nlm = formats.find_montgomery_nlm(root)
+        if nlm is None:
+            pair = formats.find_merged_layout(root)
+            if pair is None:
+                raise DataError(
+                    f"{root}: neither the NLM layout (CXR_png + ManualMask/leftMask, rightMask) nor a merged-mask "
+                    "layout (cxr or CXR_png + masks); point --root at MontgomerySet, or pass --images and --masks"
+                )
+            images, masks = pair
+    elif images is None or masks is None:
+        raise DataError("expected both --images and --masks for a merged-mask layout, got only one")
+
+    def reader(path: Path) -> SourceImage:
+        image = formats.read_source_image(path)
+        if image.spacing_mm is None:
+            image.spacing_mm = formats.montgomery_spacing(image.array.shape)
+        return image
+
+    if nlm is not None:
+        image_files = _images_in(nlm.images, "CXR_png folder")
+        sides = {"left_lung": _images_in(nlm.left, "ManualMask/leftMask folder"),
+                 "right_lung": _images_in(nlm.right, "ManualMask/rightMask folder")}
+        items, skipped = match_items(image_files, sides, skip_unmatched=skip_unmatched)
+        if MERGED_LUNGS not in classes:
+            for item in items:
+                item.masks = {cls: item.masks[cls] for cls in classes}
+        source = {"dataset": "montgomery", "layout": "NLM (CXR_png + ManualMask/leftMask, rightMask)",
+                  "root": str(Path(root).resolve())}
+    else:
+        image_files = _images_in(images, "Montgomery images folder")
+        merged = _images_in(masks, "Montgomery masks folder")
+        items, skipped = match_items(image_files, {}, merged=merged, skip_unmatched=skip_unmatched)
+        source = {"dataset": "montgomery", "layout": "compilation (one merged lung mask per image)",
+                  "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
+    return write_prepared(items, out, classes=classes, source=source, reader=reader, size=size, resize=resize,
+                          threshold_masks=threshold_masks, skipped=skipped, overwrite=overwrite,
+                          show_progress=show_progress)
+
+
+def prepare_shenzhen(
+    images: str | os.PathLike,
+    masks: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    classes: Sequence[str] = LUNG_SIDES,
+    size: int | None = 512,
+    resize: str = "longest",
+    threshold_masks: bool = False,
+    skip_unmatched: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Prepare the Shenzhen (CHNCXR) set: images ``CHNCXR_<n>_<0|1>.png``, merged lung masks ``<id>_mask.png``.
+
+    Masks named exactly like their image are accepted too. Not every Shenzhen image has a mask in
+    the public compilations: pass ``skip_unmatched=True`` to prepare the annotated ones.
+
+    Args:
+        images: image folder (``CXR_png``).
+        masks: merged-mask folder.
+        out: output folder.
+        classes: among ``left_lung``, ``right_lung`` and ``lungs``.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+
+    Returns:
+        ``out`` (pixel spacing unknown: the set does not record it).
+    """
+    check_output(out, overwrite)
+    classes = formats.check_classes(classes, LUNG_SIDES + (MERGED_LUNGS,), "class")
+    image_files = _images_in(images, "Shenzhen images folder (--images)")
+    merged = _images_in(masks, "Shenzhen masks folder (--masks)",
+                        key=lambda p: formats.shenzhen_mask_id(p) or formats.image_id(p))
+    items, skipped = match_items(image_files, {}, merged=merged, skip_unmatched=skip_unmatched)
+    source = {"dataset": "shenzhen", "layout": "CHNCXR images + <id>_mask.png merged lung masks",
+              "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
+    return write_prepared(items, out, classes=classes, source=source, size=size, resize=resize,
+                          threshold_masks=threshold_masks, skipped=skipped, overwrite=overwrite,
+                          show_progress=show_progress)
+
+
+def prepare_folder(
+    images: str | os.PathLike,
+    masks: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    classes: Sequence[str] | None = None,
+    spacing_mm: float | None = None,
+    size: int | None = 512,
+    resize: str = "longest",
+    threshold_masks: bool = False,
+    skip_unmatched: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> Path:
+    """Prepare any folder of images with per-class mask folders matched by file stem.
+
+    The layout of the shared data pack: ``images/<id>.<ext>`` and ``masks/<class>/<id>.<ext>``, with
+    class folders named after the organs (``left_lung`` or ``left lung``, ``right_lung``, ``heart``,
+    ``left_clavicle``, ``right_clavicle``, or ``lungs`` for both lungs in one mask). Images may be
+    PNG/GIF/JPEG/TIFF/BMP or DICOM (``.dcm``, needs pydicom; pixel spacing read from the file).
+
+    Args:
+        images: image folder.
+        masks: folder of class folders, or None for images only.
+        out: output folder.
+        classes: the classes to take (default: every class folder present).
+        spacing_mm: pixel spacing of the source images when the files do not record it.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+
+    Raises:
+        DataError: for an unknown organ folder or class name, plus everything :func:`write_prepared` raises.
+    """
+    check_output(out, overwrite)
+    if spacing_mm is not None and spacing_mm <= 0:
+        raise ValueError(f"expected spacing_mm > 0, got {spacing_mm}")
+    image_files = _images_in(images, "images folder (--images)")
+    tables: dict[str, dict[str, Path]] = {}
+    if masks is not None:
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise DataError(f"{masks}: no such masks folder; check --masks")
+        folders = {}
+        for folder in sorted(p for p in masks.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            name = formats.normalize_class_name(folder.name)
+            if classes is None and name not in formats.KNOWN_CLASSES:
+                raise DataError(f"{folder}: unknown organ name {folder.name!r}; expected one of "
+                                f"{', '.join(formats.KNOWN_CLASSES)}: rename the folder, or pass --classes to "
+                                "choose the folders to take")
+            folders[name] = folder
+        wanted = formats.check_classes(list(classes) if classes is not None else list(folders), formats.KNOWN_CLASSES,
+                                       "mask folder")
+        for cls in wanted:
+            if cls not in folders:
+                raise DataError(f"{masks / cls}: no mask folder for class {cls!r} (present: {sorted(folders)}); "
+                                "add it or choose other --classes")
+            tables[cls] = _images_in(folders[cls], f"mask folder {cls}")
+    items, skipped = match_items(image_files, tables, skip_unmatched=skip_unmatched)
+    source = {"dataset": Path(images).resolve().parent.name, "layout": "folder (images/ + masks/<class>/)",
+              "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve()) if masks is not None else None}
+    return write_prepared(items, out, classes=tuple(tables), source=source, size=size, resize=resize,
+                          spacing_mm=spacing_mm, threshold_masks=threshold_masks, skipped=skipped,
+                          overwrite=overwrite, show_progress=show_progress)
