@@ -1,0 +1,434 @@
+"""Prepared chest X-ray datasets loaded whole into tensors, with classes chosen by name.
+
+A prepared dataset folder (written by ``segmentation.data.prepare`` or by
+:func:`segmentation.data.phantoms.write_phantom_dataset`) looks like::
+
+    root/
+        images/<id>.png                 8- or 16-bit grey, as displayed (bone bright, lung dark)
+        masks/<organ>/<id>.png          0 / 255, same size as the image
+        dataset.json                    optional: classes, source, sizes, pixel spacing
+
+The datasets of the transfer study (JSRT: 247 images, Montgomery: 138) are small, so
+:func:`load_dataset` reads a folder once into ``float32`` tensors that can live on the GPU for the
+whole run instead of re-reading files every epoch (Oliveira & dos Santos, "Deep transfer learning
+for segmentation of anatomical structures in chest radiographs", SIBGRAPI 2018).
+
+Masks are multi-label (organs overlap in the SCR annotations: the clavicles lie over the lungs).
+:func:`to_exclusive` builds the one-label-per-pixel encoding of Novikov et al., "Fully
+convolutional architectures for multi-class segmentation in chest radiographs", IEEE TMI 2018.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from segmentation.data.io import DataError, read_image, read_mask
+
+ORGANS: tuple[str, ...] = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
+"""The five SCR organs; left and right are the patient's (``left_lung`` is on the image's right)."""
+
+CLASS_GROUPS: dict[str, tuple[str, ...]] = {
+    "lungs": ("left_lung", "right_lung"),
+    "heart": ("heart",),
+    "clavicles": ("left_clavicle", "right_clavicle"),
+    **{organ: (organ,) for organ in ORGANS},
+}
+"""Class name -> the organ mask folders whose union is that class."""
+
+_SPACING_KEYS = ("pixel_spacing_mm", "spacing_mm", "pixel_spacing")
+
+
+@dataclass
+class CXRData:
+    """A whole dataset as tensors.
+
+    Attributes:
+        images: ``float32 [N, 1, H, W]`` grey levels in ``[0, 1]`` as displayed.
+        masks: ``float32 [N, C, H, W]`` in ``{0, 1}``, one channel per entry of ``classes``
+            (multi-label: channels may overlap), or ``None`` for unlabelled data.
+        ids: image identifiers (file stems), ``len(ids) == N``.
+        classes: class names, ``len(classes) == C``.
+        spacing_mm: pixel spacing of each image *at the loaded size* in millimetres (``None``
+            where unknown), or ``None`` when unknown for all.
+
+    Raises:
+        ValueError: if the shapes, ids, classes or spacings disagree.
+    """
+
+    images: Tensor
+    masks: Tensor | None
+    ids: list[str]
+    classes: tuple[str, ...]
+    spacing_mm: list[float | None] | None = None
+
+    def __post_init__(self) -> None:
+        self.ids = list(self.ids)
+        self.classes = tuple(self.classes)
+        if self.images.ndim != 4 or self.images.shape[1] != 1:
+            raise ValueError(f"expected images of shape [N, 1, H, W], got {tuple(self.images.shape)}")
+        n = self.images.shape[0]
+        if len(self.ids) != n:
+            raise ValueError(f"expected {n} ids (one per image), got {len(self.ids)}")
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("expected unique ids, got duplicates; rename the duplicated images")
+        if self.masks is not None:
+            expected = (n, len(self.classes), *self.images.shape[2:])
+            if tuple(self.masks.shape) != expected:
+                raise ValueError(
+                    f"expected masks of shape {list(expected)} (N, len(classes), H, W), got {list(self.masks.shape)}"
+                )
+        if self.spacing_mm is not None:
+            self.spacing_mm = list(self.spacing_mm)
+            if len(self.spacing_mm) != n:
+                raise ValueError(f"expected {n} pixel spacings (one per image), got {len(self.spacing_mm)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the images."""
+        return int(self.images.shape[2]), int(self.images.shape[3])
+
+    def indices(self, ids: Sequence[str]) -> list[int]:
+        """Positions of ``ids`` in this dataset.
+
+        Raises:
+            KeyError: naming the first id that is not in the dataset.
+        """
+        position = {image_id: i for i, image_id in enumerate(self.ids)}
+        missing = [image_id for image_id in ids if image_id not in position]
+        if missing:
+            raise KeyError(f"expected ids of this dataset, got unknown id {missing[0]!r} ({len(missing)} unknown)")
+        return [position[image_id] for image_id in ids]
+
+    def subset(self, ids_or_indices: Sequence[str] | Sequence[int] | Tensor) -> CXRData:
+        """Return the images with the given ids (strings) or positions (ints), in that order.
+
+        Args:
+            ids_or_indices: image ids, integer positions, or a 1-D integer / bool tensor.
+
+        Returns:
+            A new :class:`CXRData` (tensors indexed, so copies, on the same device).
+
+        Raises:
+            KeyError: for an unknown id.
+            IndexError: for a position out of range.
+        """
+        if isinstance(ids_or_indices, Tensor):
+            index = ids_or_indices
+            if index.dtype == torch.bool:
+                index = index.nonzero().flatten()
+            index = index.to(torch.long).flatten().tolist()
+        else:
+            items = list(ids_or_indices)
+            if items and all(isinstance(item, str) for item in items):
+                index = self.indices(items)
+            else:
+                index = [int(item) for item in items]
+        n = len(self)
+        bad = [i for i in index if not -n <= i < n]
+        if bad:
+            raise IndexError(f"expected positions in [0, {n}), got {bad[0]}")
+        index = [i % n if n else i for i in index]
+        positions = torch.tensor(index, dtype=torch.long, device=self.images.device)
+        return CXRData(
+            images=self.images.index_select(0, positions),
+            masks=None if self.masks is None else self.masks.index_select(0, positions.to(self.masks.device)),
+            ids=[self.ids[i] for i in index],
+            classes=self.classes,
+            spacing_mm=None if self.spacing_mm is None else [self.spacing_mm[i] for i in index],
+        )
+
+    def to(self, device: torch.device | str) -> CXRData:
+        """Return a copy with images and masks on ``device``."""
+        return replace(
+            self,
+            images=self.images.to(device),
+            masks=None if self.masks is None else self.masks.to(device),
+        )
+
+    def without_masks(self) -> CXRData:
+        """Return the same images without masks (the unlabelled view of a dataset)."""
+        return replace(self, masks=None)
+
+
+def resolve_classes(classes: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """Map class names to the organ folders each one unites.
+
+    Args:
+        classes: names from :data:`CLASS_GROUPS` (``"lungs"``, ``"heart"``, ``"clavicles"`` or single organs).
+
+    Returns:
+        One tuple of organ names per class.
+
+    Raises:
+        ValueError: for an empty list, a repeated name, or an unknown name (the message lists the valid ones).
+    """
+    if isinstance(classes, str):
+        classes = (classes,)
+    classes = tuple(classes)
+    if not classes:
+        raise ValueError("expected at least one class name, got none; e.g. classes=('lungs',)")
+    for name in classes:
+        if name not in CLASS_GROUPS:
+            raise ValueError(f"expected a class name in {sorted(CLASS_GROUPS)}, got {name!r}")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"expected distinct class names, got {list(classes)}")
+    return tuple(CLASS_GROUPS[name] for name in classes)
+
+
+def _check_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if isinstance(size, int):
+        size = (size, size)
+    size = tuple(int(s) for s in size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"expected size >= 1 (an int or (H, W)) or None to keep the stored size, got {size}")
+    return size  # type: ignore[return-value]
+
+
+def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
+    """Anti-aliased bilinear resize of ``[N, C, H, W]`` float images (no-op at the same size)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
+    """Label-safe resize of ``{0, 1}`` masks ``[N, C, H, W]``: anti-aliased resize, then threshold at 0.5.
+
+    The result holds only 0 and 1, and each channel's area scales with the size (no label bleeds
+    into a neighbour, unlike interpolating a label map).
+    """
+    if tuple(masks.shape[-2:]) == tuple(size):
+        return masks
+    smooth = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return (smooth >= 0.5).to(masks.dtype if masks.is_floating_point() else torch.float32)
+
+
+def _read_metadata(root: Path) -> dict[str, Any]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(f"{path}: unreadable dataset.json ({err}); fix or delete it (it is optional)") from err
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(meta).__name__}; fix or delete it")
+    return meta
+
+
+def _spacing_of(entry: Any) -> float | None:
+    if isinstance(entry, dict):
+        for key in _SPACING_KEYS:
+            if key in entry:
+                return _spacing_of(entry[key])
+        return None
+    if entry is None:
+        return None
+    if isinstance(entry, (list, tuple)):
+        values = [float(v) for v in entry if v is not None]
+        return float(np.mean(values)) if values else None
+    return float(entry)
+
+
+def _stored_spacings(meta: dict[str, Any], ids: list[str]) -> list[float | None] | None:
+    """Pixel spacing (mm) of each stored image, from dataset.json, or None when it says nothing."""
+    default = _spacing_of(meta)
+    per_image: dict[str, Any] = {}
+    images_meta = meta.get("images")
+    if isinstance(images_meta, dict):
+        per_image = images_meta
+    elif isinstance(images_meta, list):
+        per_image = {str(entry.get("id")): entry for entry in images_meta if isinstance(entry, dict)}
+    spacings = []
+    for image_id in ids:
+        entry = per_image.get(image_id)
+        value = _spacing_of(entry) if entry is not None else None
+        spacings.append(value if value is not None else default)
+    return None if all(s is None for s in spacings) else spacings
+
+
+def load_dataset(
+    root: str | os.PathLike,
+    classes: Sequence[str] = ("lungs",),
+    size: int | tuple[int, int] | None = 256,
+    masks: bool = True,
+) -> CXRData:
+    """Read a prepared dataset folder whole into tensors.
+
+    Images are scaled to ``[0, 1]`` by their bit depth (``/255`` or ``/65535``) and resized with an
+    anti-aliased bilinear filter; masks are resized label-safe (:func:`resize_masks`). A class that
+    unites several organs (``"lungs"``) is the union of their masks.
+
+    ``dataset.json`` is optional. When it gives a pixel spacing in millimetres, either for all
+    images (top-level ``"pixel_spacing_mm"``) or per image (``"images": {"<id>":
+    {"pixel_spacing_mm": ...}}`` or a list of objects with ``"id"``), it is taken as the spacing of
+    the stored PNG and rescaled to the loaded size.
+
+    Args:
+        root: the dataset folder (holding ``images/`` and ``masks/``).
+        classes: class names from :data:`CLASS_GROUPS`, one mask channel each, in this order.
+        size: output size, an int (square) or ``(H, W)``; ``None`` keeps the stored size (then all
+            images must share it).
+        masks: when False, masks are not read (``CXRData.masks`` is ``None``), for unlabelled data.
+
+    Returns:
+        :class:`CXRData` on the CPU, ids sorted.
+
+    Raises:
+        DataError: for a missing folder, no images, an image without a mask (or a mask without an
+            image), a mask of another size than its image, or an unreadable file; the message names
+            the file and the fix.
+        ValueError: for an unknown class name or a bad ``size``.
+
+    Shape:
+        images ``[N, 1, H, W]``, masks ``[N, len(classes), H, W]``.
+    """
+    root = Path(root)
+    groups = resolve_classes(classes)
+    out_size = _check_size(size)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such dataset folder; check the path or run `cxr-transfer prepare` first")
+    image_dir = root / "images"
+    if not image_dir.is_dir():
+        raise DataError(f"{image_dir}: missing images folder; expected a prepared dataset (images/<id>.png)")
+    paths = sorted(p for p in image_dir.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith("."))
+    if not paths:
+        raise DataError(f"{image_dir}: no PNG images; expected images/<id>.png (run `cxr-transfer prepare`)")
+    ids = [p.stem for p in paths]
+
+    organs = sorted({organ for group in groups for organ in group}) if masks else []
+    organ_files: dict[str, dict[str, Path]] = {}
+    for organ in organs:
+        folder = root / "masks" / organ
+        if not folder.is_dir():
+            present = sorted(p.name for p in (root / "masks").iterdir() if p.is_dir()) if (root / "masks").is_dir() else []
+            raise DataError(
+                f"{folder}: missing mask folder for organ {organ!r} (present: {present}); "
+                "choose classes this dataset has, or load with masks=False"
+            )
+        files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() == ".png" and not p.name.startswith(".")}
+        missing = [i for i in ids if i not in files]
+        if missing:
+            raise DataError(
+                f"{image_dir / (missing[0] + '.png')}: image without a mask in {folder} "
+                f"({len(missing)} missing); add the mask or remove the image"
+            )
+        extra = sorted(set(files) - set(ids))
+        if extra:
+            raise DataError(
+                f"{files[extra[0]]}: mask without an image in {image_dir} ({len(extra)} such); "
+                "add the image or remove the mask"
+            )
+        organ_files[organ] = files
+
+    image_list: list[Tensor] = []
+    mask_list: list[Tensor] = []
+    stored_sizes: list[tuple[int, int]] = []
+    for path, image_id in zip(paths, ids):
+        array = read_image(path)
+        scale = 65535.0 if array.dtype == np.uint16 else 255.0
+        image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
+        stored_sizes.append((array.shape[0], array.shape[1]))
+        target = out_size or stored_sizes[0]
+        if out_size is None and array.shape != stored_sizes[0]:
+            raise DataError(
+                f"{path}: size {array.shape} differs from {stored_sizes[0]} of {paths[0].name}; "
+                "pass a size to resize all images to one size"
+            )
+        image_list.append(resize_images(image, target)[0])
+        if masks:
+            organ_masks: dict[str, np.ndarray] = {}
+            for organ in organs:
+                mask_path = organ_files[organ][image_id]
+                mask = read_mask(mask_path, strict=False)
+                if mask.shape != array.shape:
+                    raise DataError(
+                        f"{mask_path}: mask of size {mask.shape} for an image of size {array.shape} ({path}); "
+                        "re-prepare the dataset so masks match their images"
+                    )
+                organ_masks[organ] = mask
+            channels = np.stack([np.logical_or.reduce([organ_masks[o] for o in group]) for group in groups])
+            mask_tensor = torch.from_numpy(channels.astype(np.float32))[None]
+            mask_list.append(resize_masks(mask_tensor, target)[0])
+
+    images = torch.stack(image_list).clamp_(0.0, 1.0)
+    mask_tensor = torch.stack(mask_list) if masks else None
+
+    spacings = _stored_spacings(_read_metadata(root), ids)
+    if spacings is not None:
+        final = images.shape[2:]
+        spacings = [
+            None if s is None else s * 0.5 * (h / final[0] + w / final[1])
+            for s, (h, w) in zip(spacings, stored_sizes)
+        ]
+    return CXRData(images=images, masks=mask_tensor, ids=ids, classes=tuple(classes), spacing_mm=spacings)
+
+
+def to_exclusive(masks: Tensor) -> Tensor:
+    """Multi-label masks to one label per pixel (Novikov et al. 2018).
+
+    0 is background and ``k`` (1-based) is channel ``k - 1``. Where channels overlap, the later
+    channel wins, so with the usual order ``("lungs", "heart", "clavicles")`` a clavicle over a lung
+    is labelled clavicle and the heart overlapping a lung is labelled heart.
+
+    Args:
+        masks: ``{0, 1}`` masks (float or bool), values above 0.5 are foreground.
+
+    Returns:
+        ``int64`` label map.
+
+    Raises:
+        ValueError: if ``masks`` is not 4-D.
+
+    Shape:
+        ``[N, C, H, W] -> [N, H, W]``.
+    """
+    if masks.ndim != 4:
+        raise ValueError(f"expected masks of shape [N, C, H, W], got {tuple(masks.shape)}")
+    labels = torch.zeros(masks.shape[0], *masks.shape[2:], dtype=torch.long, device=masks.device)
+    for k in range(masks.shape[1]):
+        labels = torch.where(masks[:, k] > 0.5, torch.full_like(labels, k + 1), labels)
+    return labels
+
+
+def from_exclusive(labels: Tensor, num_classes: int) -> Tensor:
+    """One-label-per-pixel map back to ``{0, 1}`` float masks, one channel per class (background dropped).
+
+    Args:
+        labels: ``int64`` labels in ``[0, num_classes]`` (0 = background).
+        num_classes: number of foreground classes ``C``.
+
+    Returns:
+        ``float32`` masks; channels never overlap.
+
+    Raises:
+        ValueError: if ``num_classes < 1``, ``labels`` is not 3-D, or a label is outside ``[0, num_classes]``.
+
+    Shape:
+        ``[N, H, W] -> [N, C, H, W]``.
+    """
+    if num_classes < 1:
+        raise ValueError(f"expected num_classes >= 1, got {num_classes}")
+    if labels.ndim != 3:
+        raise ValueError(f"expected labels of shape [N, H, W], got {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > num_classes):
+        raise ValueError(
+            f"expected labels in [0, {num_classes}], got {int(labels.min())}..{int(labels.max())}; "
+            "check num_classes"
+        )
+    classes = torch.arange(1, num_classes + 1, device=labels.device).view(1, -1, 1, 1)
+    return (labels.unsqueeze(1) == classes).float()
