@@ -8,8 +8,9 @@ options (class weights as buffers) and calls the function. Two output modes, val
 - ``"multiclass"``: softmax over the channels, exactly one label per pixel (Novikov et al.'s exclusive encoding,
   channel 0 = background). Targets are ``int64 [B, H, W]`` holding class indices in ``[0, C)``.
 
-All losses compute in float32 whatever the autocast dtype of the logits, and sum the soft counts over the batch
-and the image (batch Dice, as in Novikov et al.), then average over classes.
+All losses compute in float32 for half/bfloat16 logits (autocast), in the logits' dtype otherwise; the Dice-like
+losses sum the soft counts over the batch and the image (batch Dice, as in Novikov et al.), then average over
+classes.
 
 References:
     Novikov et al., "Fully convolutional architectures for multi-class segmentation in chest radiographs",
@@ -130,6 +131,11 @@ def _check_inputs(logits: Tensor, targets: Tensor, mode: str) -> None:
             )
 
 
+def _upcast(logits: Tensor) -> Tensor:
+    """float32 for half/bfloat16 logits (autocast), the dtype itself for float32/float64."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def _class_weights_tensor(class_weights: Sequence[float] | Tensor | None) -> Tensor | None:
     if class_weights is None:
         return None
@@ -161,10 +167,10 @@ def probabilities_and_targets(logits: Tensor, targets: Tensor, mode: str) -> tup
         ValueError: on a bad mode, shape, dtype or (on CPU) label value.
     """
     _check_inputs(logits, targets, mode)
-    logits = logits.float()
+    logits = _upcast(logits)
     if mode == "multilabel":
-        return torch.sigmoid(logits), targets.float()
-    onehot = F.one_hot(targets, logits.shape[1]).permute(0, 3, 1, 2).float()
+        return torch.sigmoid(logits), targets.to(logits.dtype)
+    onehot = F.one_hot(targets, logits.shape[1]).permute(0, 3, 1, 2).to(logits.dtype)
     return torch.softmax(logits, dim=1), onehot
 
 
@@ -213,8 +219,9 @@ def bce_loss(
     c = logits.shape[1]
     _check_weights_len(class_weights, c)
     _check_weights_len(pos_weight, c)
-    pw = None if pos_weight is None else pos_weight.to(device=logits.device, dtype=torch.float32).view(c, 1, 1)
-    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), pos_weight=pw, reduction="none")
+    logits = _upcast(logits)
+    pw = None if pos_weight is None else pos_weight.to(logits).view(c, 1, 1)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw, reduction="none")
     return _weighted_mean(per_pixel.mean((0, 2, 3)), class_weights)
 
 
@@ -238,8 +245,9 @@ def ce_loss(logits: Tensor, targets: Tensor, class_weights: Tensor | None = None
     """
     _check_inputs(logits, targets, "multiclass")
     _check_weights_len(class_weights, logits.shape[1])
-    weight = None if class_weights is None else class_weights.to(device=logits.device, dtype=torch.float32)
-    return F.cross_entropy(logits.float(), targets, weight=weight)
+    logits = _upcast(logits)
+    weight = None if class_weights is None else class_weights.to(logits)
+    return F.cross_entropy(logits, targets, weight=weight)
 
 
 def _cross_entropy(logits: Tensor, targets: Tensor, mode: str, class_weights: Tensor | None = None) -> Tensor:
@@ -585,11 +593,12 @@ def weight_map_loss(logits: Tensor, targets: Tensor, weight_maps: Tensor, mode: 
             f"expected weight_maps of shape {expected} for mode={mode!r}, got {tuple(weight_maps.shape)}; "
             "compute them with compute_weight_maps(masks, exclusive=(mode == 'multiclass'))"
         )
-    weight_maps = weight_maps.to(device=logits.device, dtype=torch.float32)
+    logits = _upcast(logits)
+    weight_maps = weight_maps.to(logits)
     if mode == "multilabel":
-        per_pixel = F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+        per_pixel = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none")
     else:
-        per_pixel = F.cross_entropy(logits.float(), targets, reduction="none")
+        per_pixel = F.cross_entropy(logits, targets, reduction="none")
     return (weight_maps * per_pixel).mean()
 
 
