@@ -276,26 +276,30 @@ def batch_class_weights(onehot: Tensor) -> Tensor:
     total = onehot.shape[0] * onehot.shape[2] * onehot.shape[3]
     present = counts > 0
     inverse_share = torch.where(present, total / counts.clamp_min(1e-12), torch.zeros_like(counts))
-    if not bool(present.any()):
-        return torch.full_like(counts, 1.0 / counts.numel())
-    return inverse_share / inverse_share.sum()
+    norm = inverse_share.sum()
+    uniform = torch.full_like(counts, 1.0 / counts.numel())
+    # torch.where instead of an `if` keeps this free of device syncs (and graph breaks under torch.compile).
+    return torch.where(norm > 0, inverse_share / norm.clamp_min(1e-12), uniform)
 
 
 def generalized_dice_weights(onehot: Tensor) -> Tensor:
-    """Sudre et al.'s weights ``1 / (sum of target pixels)^2``; absent classes get the largest finite weight.
+    """Sudre et al.'s weights ``1 / (sum of target pixels)^2``, normalised to sum 1.
+
+    Absent classes get the largest weight of a present class. The normalisation leaves the loss unchanged but keeps
+    the smoothing term small relative to the weighted counts (raw weights of a 256x256 lung are ~1e-9).
 
     Args:
         onehot: float targets ``[B, C, H, W]``.
 
     Returns:
-        float32 ``[C]`` weights, detached (all ones if every class is absent).
+        float32 ``[C]`` weights, detached (uniform if every class is absent).
     """
     counts = onehot.detach().float().sum((0, 2, 3))
     present = counts > 0
-    if not bool(present.any()):
-        return torch.ones_like(counts)
     weights = torch.where(present, 1.0 / counts.clamp_min(1e-12) ** 2, torch.zeros_like(counts))
-    return torch.where(present, weights, weights.max())
+    weights = torch.where(present, weights, weights.max())
+    weights = torch.where(present.any(), weights, torch.ones_like(counts))
+    return weights / weights.sum()
 
 
 def _dice_from_counts(tp: Tensor, fp: Tensor, fn: Tensor, smooth: float) -> Tensor:

@@ -112,14 +112,17 @@ def test_weighted_dice_uses_batch_weights():
 
 def test_generalized_dice_hand_value():
     # Two channels on the 2x2 image: channel 0 as above (2 target pixels -> w 1/4), channel 1 its complement
-    # (2 target pixels -> w 1/4). Counts of channel 1: TP 0.5 + 0.75... computed below by hand.
+    # (2 target pixels -> w 1/4); equal weights cancel in the ratio.
     logits = torch.cat([LOGITS, -LOGITS], dim=1)
     target = torch.cat([TARGET, 1 - TARGET], dim=1)
     # channel 1 probs [[.25, .5], [.75, .75]], target [[0, 0], [1, 1]]: TP 1.5, FP 0.75, FN 0.5.
     num = 2 * (1.25 + 1.5) / 4
     den = ((2 * 1.25 + 0.5 + 0.75) + (2 * 1.5 + 0.75 + 0.5)) / 4
     assert L.generalized_dice_loss(logits, target, smooth=0).item() == pytest.approx(1 - num / den)
-    assert L.generalized_dice_weights(target).tolist() == pytest.approx([0.25, 0.25])
+    assert L.generalized_dice_weights(target).tolist() == pytest.approx([0.5, 0.5])  # 1/4 each, normalised
+    # 1 and 3 target pixels: raw weights 1 and 1/9 -> 0.9, 0.1; an absent class takes the largest present weight.
+    onehot = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 0.0]]]])
+    assert L.generalized_dice_weights(onehot).tolist() == pytest.approx([0.9 / 1.9, 0.1 / 1.9, 0.9 / 1.9])
 
 
 # ------------------------------------------------------------------------------------------------ gradients
