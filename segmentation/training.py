@@ -607,7 +607,9 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         run_path.mkdir(parents=True, exist_ok=True)
         save_config(config, run_path / "config.json")
         if splits is not None:
-            atomic_write_json(run_path / "splits.json", {k: list(v) for k, v in splits.items()})
+            from segmentation.data.splits import save_splits
+
+            save_splits(run_path / "splits.json", {k: list(v) for k, v in splits.items()})
     own_logger = logger is None
     if logger is None:
         logger = RunLogger(run_path / "tb" if run_path is not None and main else None)
@@ -796,33 +798,26 @@ def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, confi
 
 
 def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean, std (ddof 1), and count of every numeric column of per-image (or per-fold) rows."""
-    summary: dict[str, dict[str, float]] = {}
-    keys = [k for k in (rows[0] if rows else {}) if k != "id"]
-    for key in keys:
-        values = np.array([float(r[key]) for r in rows if _is_number(r.get(key))], dtype=float)
-        values = values[np.isfinite(values)]
-        if values.size == 0:
-            continue
-        summary[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if values.size > 1 else 0.0,
-                        "n": int(values.size)}
-    return summary
+    """Mean, std, 95% confidence interval and count of every numeric column of per-image (or per-fold) rows.
 
+    Uses ``segmentation.metrics.summarize_records``; ``fold`` and ``id`` columns are left out.
+    """
+    from segmentation.metrics import summarize_records
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool)
+    return {k: v for k, v in summarize_records(rows).items() if k not in ("fold", "id")}
 
 
 def format_summary(summary: Mapping[str, Mapping[str, float]], metrics: Iterable[str] = ("jaccard", "dice"),
                    percent: bool = True) -> str:
-    """A Markdown table ``metric | class | mean +- std | n`` of :func:`summarize_rows` output."""
-    lines = ["| metric | class | mean +- std | n |", "|---|---|---|---|"]
+    """A Markdown table ``metric | class | mean +- std | 95% CI | n`` of :func:`summarize_rows` output (in %)."""
+    lines = ["| metric | class | mean +- std | 95% CI | n |", "|---|---|---|---|---|"]
     scale = 100.0 if percent else 1.0
     for key, s in summary.items():
         name, _, cls = key.partition("/")
         if name not in metrics:
             continue
-        lines.append(f"| {name} | {cls or '-'} | {s['mean'] * scale:.2f} +- {s['std'] * scale:.2f} | {s['n']} |")
+        lines.append(f"| {name} | {cls or '-'} | {s['mean'] * scale:.2f} +- {s['std'] * scale:.2f} | "
+                     f"{s['ci_low'] * scale:.2f}-{s['ci_high'] * scale:.2f} | {int(s['n'])} |")
     return "\n".join(lines)
 
 
