@@ -60,7 +60,8 @@ def normalize(images: Tensor, mode: NormalizeMode = "per_image", stats: tuple[fl
         stats: ``(mean, std)`` of the training set; required for ``mode="dataset"`` only.
 
     Returns:
-        Normalised images, same shape, dtype and device. A constant image maps to zeros.
+        Normalised images, same shape, dtype and device. A constant image maps to (about) zeros:
+            ``per_image`` divides by ``sqrt(var + 1e-6)``.
 
     Raises:
         ValueError: for an unknown mode, missing or bad ``stats`` in dataset mode, or non 4-D images.
@@ -71,8 +72,8 @@ def normalize(images: Tensor, mode: NormalizeMode = "per_image", stats: tuple[fl
     _check_images(images)
     if mode == "per_image":
         mean = images.mean(dim=(1, 2, 3), keepdim=True)
-        std = images.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return (images - mean) / (std + _EPS)
+        var = images.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return (images - mean) * torch.rsqrt(var + _EPS)
     if mode == "dataset":
         if stats is None:
             raise ValueError('expected stats=(mean, std) for mode="dataset", got None; use dataset_stats(train_images)')
