@@ -92,3 +92,25 @@ def test_failure_counts():
 def test_bad_arguments(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+@pytest.mark.realdata
+def test_reference_masks_have_the_default_anatomy(real_data):
+    # The defaults (two lungs, one heart, two clavicles) must describe the manual masks: no failure is counted on
+    # them and post-processing leaves them unchanged. Six images of each dataset at the stored 512x512.
+    from segmentation.data.io import read_mask
+
+    groups = {
+        "lungs": ("left_lung", "right_lung"),
+        "heart": ("heart",),
+        "clavicles": ("left_clavicle", "right_clavicle"),
+    }
+    for dataset, classes in (("jsrt", ("lungs", "heart", "clavicles")), ("montgomery", ("lungs",))):
+        folder = real_data / dataset / "masks"
+        ids = sorted(p.name for p in (folder / "left_lung").glob("*.png"))[::25][:6]
+        masks = np.stack(
+            [[np.logical_or.reduce([read_mask(folder / o / i) for o in groups[c]]) for c in classes] for i in ids]
+        )
+        counts = P.failure_counts(masks, classes)
+        assert counts["images_with_failure"] == 0, (dataset, counts)
+        assert np.array_equal(P.postprocess_masks(masks, classes), masks)
