@@ -29,6 +29,8 @@ def _common(command: Callable) -> Callable:
                      help="Leave out images without masks and masks without images (listed in dataset.json) "
                           "instead of stopping."),
         click.option("--overwrite", is_flag=True, help="Replace an existing non-empty --out folder."),
+        click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Threads reading, resizing and writing images (the output does not depend on it)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):

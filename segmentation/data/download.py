@@ -31,7 +31,9 @@ MONTGOMERY_URL = (
     "https://data.lhncbc.nlm.nih.gov/public/Tuberculosis-Chest-X-ray-Datasets/Montgomery-County-CXR-Set/"
     "MontgomerySet.zip"
 )
-"""The NLM public archive (about 600 MB). Older mirror: https://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip"""
+"""The NLM public archive (about 600 MB).
+
+Older mirror: https://openi.nlm.nih.gov/imgs/collections/NLM-MontgomeryCXRSet.zip"""
 
 MONTGOMERY_SHA256: str | None = None
 """No checksum is published by NLM and none could be verified when this was written; pass ``sha256``
@@ -114,7 +116,9 @@ def download_file(url: str, path: str | os.PathLike, *, sha256: str | None = Non
                     try:
                         block = response.read(chunk_size)
                     except (OSError, http.client.HTTPException) as err:
-                        raise DownloadError(f"{url}: transfer interrupted ({err!r}); run again to resume from {part}") from err
+                        raise DownloadError(
+                            f"{url}: transfer interrupted ({err!r}); run again to resume from {part}"
+                        ) from err
                     if not block:
                         break
                     f.write(block)

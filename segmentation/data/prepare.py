@@ -32,6 +32,7 @@ import datetime as _dt
 import os
 import shutil
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -258,6 +259,7 @@ def write_prepared(
     skipped: Sequence[dict[str, str]] = (),
     overwrite: bool = False,
     show_progress: bool = True,
+    workers: int = 4,
 ) -> Path:
     """Read, check, resize and write ``items`` as a prepared dataset, atomically.
 
@@ -275,6 +277,7 @@ def write_prepared(
         skipped: records of left-out files, stored in ``dataset.json``.
         overwrite: replace an existing non-empty ``out``.
         show_progress: show a progress bar.
+        workers: threads reading, resizing and writing images (the output does not depend on it).
 
     Returns:
         ``out``.
@@ -282,41 +285,51 @@ def write_prepared(
     Raises:
         DataError: for an unreadable, truncated or wrongly sized file, a non-binary mask (unless
             ``threshold_masks``), or an existing output; nothing is left behind.
-        ValueError: for a bad ``size`` or ``resize``.
+        ValueError: for a bad ``size``, ``resize`` or ``workers``.
     """
     out = check_output(out, overwrite)
     output_shape((1, 1), size, resize)
     classes = tuple(classes)
-    records = []
-    bit_depths = set()
+    if workers < 1:
+        raise ValueError(f"expected workers >= 1, got {workers}")
+
+    def process(item: SourceItem, tmp: Path) -> dict:
+        image = reader(item.image)
+        if image.spacing_mm is None and spacing_mm is not None:
+            image.spacing_mm = (float(spacing_mm), float(spacing_mm))
+        src_shape = image.array.shape
+        masks = _read_masks(item, classes, src_shape, strict=not threshold_masks, ratios=mask_ratios)
+        shape = output_shape(src_shape, size, resize)
+        pixels = resize_image(image, shape)
+        write_png(tmp / "images" / f"{item.id}.png", pixels)
+        for cls, mask in masks.items():
+            write_png(tmp / "masks" / cls / f"{item.id}.png", resize_mask(mask, shape))
+        spacing = None
+        if image.spacing_mm is not None:
+            spacing = (image.spacing_mm[0] * src_shape[0] / shape[0], image.spacing_mm[1] * src_shape[1] / shape[1])
+        return {
+            "id": item.id,
+            "source_file": str(item.image),
+            "mask_files": {cls: str(p) for cls, p in item.masks.items()}
+            | ({"merged_lungs": str(item.merged)} if item.merged is not None else {}),
+            "original_size": list(src_shape),
+            "size": list(shape),
+            "bits_stored": image.bits_stored,
+            "bit_depth": pixels.dtype.itemsize * 8,
+            "original_pixel_spacing_mm": _spacing_entry(image.spacing_mm),
+            "pixel_spacing_mm": _spacing_entry(spacing),
+        }
+
     with _staging(out, overwrite) as tmp:
-        for item in progress(items, desc=f"prepare {out.name}", enabled=show_progress):
-            image = reader(item.image)
-            if image.spacing_mm is None and spacing_mm is not None:
-                image.spacing_mm = (float(spacing_mm), float(spacing_mm))
-            src_shape = image.array.shape
-            masks = _read_masks(item, classes, src_shape, strict=not threshold_masks, ratios=mask_ratios)
-            shape = output_shape(src_shape, size, resize)
-            pixels = resize_image(image, shape)
-            bit_depths.add(pixels.dtype.itemsize * 8)
-            write_png(tmp / "images" / f"{item.id}.png", pixels)
-            for cls, mask in masks.items():
-                write_png(tmp / "masks" / cls / f"{item.id}.png", resize_mask(mask, shape))
-            spacing = None
-            if image.spacing_mm is not None:
-                spacing = (image.spacing_mm[0] * src_shape[0] / shape[0], image.spacing_mm[1] * src_shape[1] / shape[1])
-            records.append({
-                "id": item.id,
-                "source_file": str(item.image),
-                "mask_files": {cls: str(p) for cls, p in item.masks.items()}
-                | ({"merged_lungs": str(item.merged)} if item.merged is not None else {}),
-                "original_size": list(src_shape),
-                "size": list(shape),
-                "bits_stored": image.bits_stored,
-                "bit_depth": pixels.dtype.itemsize * 8,
-                "original_pixel_spacing_mm": _spacing_entry(image.spacing_mm),
-                "pixel_spacing_mm": _spacing_entry(spacing),
-            })
+        # Threads overlap file I/O (each PNG is fsync'ed) with decoding and resizing, which release the GIL.
+        # The pool is shut down (pending items cancelled) before the staging folder is removed on failure.
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
+        try:
+            records = list(progress(pool.map(lambda item: process(item, tmp), items), total=len(items),
+                                    desc=f"prepare {out.name}", enabled=show_progress))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bit_depths = {r["bit_depth"] for r in records}
         for cls in classes:
             (tmp / "masks" / cls).mkdir(parents=True, exist_ok=True)
         meta = {
@@ -361,6 +374,7 @@ def prepare_jsrt(
     skip_unmatched: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    workers: int = 4,
 ) -> Path:
     """Prepare JSRT with SCR masks.
 
@@ -371,7 +385,8 @@ def prepare_jsrt(
             ``fold1`` / ``fold2``), or None for images only.
         out: output folder.
         classes: organs among ``left_lung, right_lung, heart, left_clavicle, right_clavicle``.
-        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress, workers: see
+            :func:`write_prepared`.
 
     Returns:
         ``out``. Pixel spacing is 0.175 mm at 2048x2048.
@@ -388,7 +403,7 @@ def prepare_jsrt(
               "masks": str(Path(masks).resolve()) if masks is not None else None}
     return write_prepared(items, out, classes=classes, source=source, reader=formats.read_jsrt_image, size=size,
                           resize=resize, threshold_masks=threshold_masks, mask_ratios=(1, 2), skipped=skipped,
-                          overwrite=overwrite, show_progress=show_progress)
+                          overwrite=overwrite, show_progress=show_progress, workers=workers)
 
 
 def prepare_montgomery(
@@ -404,6 +419,7 @@ def prepare_montgomery(
     skip_unmatched: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    workers: int = 4,
 ) -> Path:
     """Prepare the Montgomery County set from the NLM layout or a merged-mask compilation.
 
@@ -420,7 +436,8 @@ def prepare_montgomery(
         root: dataset root (either layout).
         images, masks: image and merged-mask folders of a compilation layout (instead of ``root``).
         classes: among ``left_lung``, ``right_lung`` and ``lungs`` (both lungs, one mask).
-        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress, workers: see
+            :func:`write_prepared`.
 
     Returns:
         ``out``. Pixel spacing is 0.0875 mm at 4020x4892 (scaled for copies with that aspect ratio,
@@ -473,7 +490,7 @@ def prepare_montgomery(
                   "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
     return write_prepared(items, out, classes=classes, source=source, reader=reader, size=size, resize=resize,
                           threshold_masks=threshold_masks, skipped=skipped, overwrite=overwrite,
-                          show_progress=show_progress)
+                          show_progress=show_progress, workers=workers)
 
 
 def prepare_shenzhen(
@@ -488,6 +505,7 @@ def prepare_shenzhen(
     skip_unmatched: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    workers: int = 4,
 ) -> Path:
     """Prepare the Shenzhen (CHNCXR) set: images ``CHNCXR_<n>_<0|1>.png``, merged lung masks ``<id>_mask.png``.
 
@@ -499,7 +517,8 @@ def prepare_shenzhen(
         masks: merged-mask folder.
         out: output folder.
         classes: among ``left_lung``, ``right_lung`` and ``lungs``.
-        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress, workers: see
+            :func:`write_prepared`.
 
     Returns:
         ``out`` (pixel spacing unknown: the set does not record it).
@@ -514,7 +533,7 @@ def prepare_shenzhen(
               "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
     return write_prepared(items, out, classes=classes, source=source, size=size, resize=resize,
                           threshold_masks=threshold_masks, skipped=skipped, overwrite=overwrite,
-                          show_progress=show_progress)
+                          show_progress=show_progress, workers=workers)
 
 
 def prepare_folder(
@@ -530,6 +549,7 @@ def prepare_folder(
     skip_unmatched: bool = False,
     overwrite: bool = False,
     show_progress: bool = True,
+    workers: int = 4,
 ) -> Path:
     """Prepare any folder of images with per-class mask folders matched by file stem.
 
@@ -544,7 +564,8 @@ def prepare_folder(
         out: output folder.
         classes: the classes to take (default: every class folder present).
         spacing_mm: pixel spacing of the source images when the files do not record it.
-        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress: see :func:`write_prepared`.
+        size, resize, threshold_masks, skip_unmatched, overwrite, show_progress, workers: see
+            :func:`write_prepared`.
 
     Raises:
         DataError: for an unknown organ folder or class name, plus everything :func:`write_prepared` raises.
@@ -578,4 +599,4 @@ def prepare_folder(
               "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve()) if masks is not None else None}
     return write_prepared(items, out, classes=tuple(tables), source=source, size=size, resize=resize,
                           spacing_mm=spacing_mm, threshold_masks=threshold_masks, skipped=skipped,
-                          overwrite=overwrite, show_progress=show_progress)
+                          overwrite=overwrite, show_progress=show_progress, workers=workers)

@@ -22,7 +22,7 @@ from segmentation.data.io import read_image
 
 
 def _run(*args: str):
-    return CliRunner().invoke(cli, ["prepare", *args, "--quiet"] if args and args[0] != "--help" else ["prepare", *args])
+    return CliRunner().invoke(cli, ["prepare", *args, "--quiet"])
 
 
 @pytest.mark.parametrize("command", ["jsrt", "montgomery", "shenzhen", "folder"])
@@ -69,7 +69,8 @@ def test_user_errors_are_click_exceptions_naming_the_file(real_data: Path, tmp_p
     result = _run("folder", "--images", str(src / "images"), "--masks", str(src / "masks"), "--out",
                   str(tmp_path / "out"))
     assert result.exit_code == 1 and "Error:" in result.output and "Traceback" not in result.output
-    assert f"{victim.stem}.png: image without a right_lung mask" in result.output and "--skip-unmatched" in result.output
+    assert f"{victim.stem}.png: image without a right_lung mask" in result.output
+    assert "--skip-unmatched" in result.output
     result = _run("folder", "--images", str(src / "images"), "--masks", str(src / "masks"), "--out",
                   str(tmp_path / "out"), "--classes", "left_lung,liver")
     assert result.exit_code == 1 and "unknown organ name 'liver'" in result.output
@@ -96,8 +97,9 @@ def _archive() -> bytes:
             right = np.zeros((49, 40), dtype=np.uint8)
             right[10:40, 4:16] = 255
             left[10:40, 24:36] = 255
-            for name, array in ((f"CXR_png/{ident}.png", np.full((49, 40), 3000, dtype=np.uint16)),
-                                (f"ManualMask/leftMask/{ident}.png", left), (f"ManualMask/rightMask/{ident}.png", right)):
+            files = ((f"CXR_png/{ident}.png", np.full((49, 40), 3000, dtype=np.uint16)),
+                     (f"ManualMask/leftMask/{ident}.png", left), (f"ManualMask/rightMask/{ident}.png", right))
+            for name, array in files:
                 png = io.BytesIO()
                 Image.fromarray(array).save(png, format="PNG")
                 zf.writestr(f"MontgomerySet/{name}", png.getvalue())

@@ -288,14 +288,31 @@ def test_interrupted_prepare_leaves_nothing(tmp_path: Path, monkeypatch: pytest.
     real_write = prep.write_png
     monkeypatch.setattr(prep, "write_png", interrupted_write)
     with pytest.raises(KeyboardInterrupt):
-        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", show_progress=False)
-    assert len(calls) == 4 and not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", show_progress=False, workers=1)
+    assert len(calls) >= 4 and not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_ctrl_c_in_main_thread_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _folder(tmp_path / "src", ids=tuple("abcdef"))
+
+    def interrupted_progress(iterable, **kwargs):  # noqa: ANN001, ANN003
+        for i, record in enumerate(iterable):
+            if i == 2:
+                raise KeyboardInterrupt  # as Ctrl-C while waiting for the third image
+            yield record
+
+    monkeypatch.setattr(prep, "progress", interrupted_progress)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", workers=2)
+    assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
 def test_bad_size_arguments(tmp_path: Path) -> None:
     src = _folder(tmp_path / "src")
     with pytest.raises(ValueError, match=r"expected size >= 1 .*got 0"):
         prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", size=0)
+    with pytest.raises(ValueError, match=r"expected workers >= 1, got 0"):
+        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", workers=0)
     with pytest.raises(ValueError, match=r"expected resize in \('longest', 'square'\), got 'crop'"):
         prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", resize="crop")
     assert prep.output_shape((4892, 4020), 512) == (512, 421)
