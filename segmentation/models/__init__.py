@@ -9,11 +9,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from segmentation.models.all_convolutional import AllConvolutional
+from segmentation.models.all_dropout import AllDropout, GaussianDropout, NovikovNet
+from segmentation.models.attention_unet import AttentionBCDUNet, AttentionUNet
 from segmentation.models.base import Segmenter
+from segmentation.models.fcn import FCN
+from segmentation.models.invertednet import InvertedNet
+from segmentation.models.res_cr_net import ResCRNet
+from segmentation.models.segnet import SegNet
 from segmentation.models.unet import UNet
 
 SEGMENTERS: dict[str, type[Segmenter]] = {
     "unet": UNet,
+    "segnet": SegNet,
+    "fcn": FCN,
+    "invertednet": InvertedNet,
+    "all_dropout": AllDropout,
+    "all_convolutional": AllConvolutional,
+    "attention_unet": AttentionUNet,
+    "attention_bcdu_net": AttentionBCDUNet,
+    "res_cr_net": ResCRNet,
 }
 
 
@@ -36,4 +51,19 @@ def create_segmenter(name: str, **kwargs: Any) -> Segmenter:
     return SEGMENTERS[name](**kwargs)
 
 
-__all__ = ["SEGMENTERS", "Segmenter", "UNet", "create_segmenter"]
+__all__ = [
+    "FCN",
+    "SEGMENTERS",
+    "AllConvolutional",
+    "AllDropout",
+    "AttentionBCDUNet",
+    "AttentionUNet",
+    "GaussianDropout",
+    "InvertedNet",
+    "NovikovNet",
+    "ResCRNet",
+    "SegNet",
+    "Segmenter",
+    "UNet",
+    "create_segmenter",
+]
