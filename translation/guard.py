@@ -6,7 +6,7 @@ by hand; a training loop with this guard rolls back and carries on instead):
 - a loss that is NaN or infinite (exploding gradients, a bad batch, bf16 overflow);
 - a discriminator that wins outright for a sustained period: over a window of ``window`` steps,
   the mean discriminator loss stays below ``d_loss_floor`` while the mean generator adversarial
-  loss stays above ``g_adv_ceiling``. The generator then gets no useful gradient and the
+  loss (the mean of its adversarial terms, e.g. one per direction) stays above ``g_adv_ceiling``. The generator then gets no useful gradient and the
   translations collapse. The default thresholds are for the least-squares criterion (LSGAN,
   CycleGAN's default): a perfect discriminator has loss 0 and pushes the generator's adversarial
   loss to 1 per discriminator output; for BCE or hinge criteria pass thresholds of that scale.
@@ -48,7 +48,7 @@ class DivergenceGuard:
         d_loss_floor: the discriminator "wins" while its mean total loss is below this (>= 0).
         g_adv_ceiling: ... and the generator's mean adversarial loss is above this (> 0).
         adversarial_keys: substrings that mark the generator's adversarial terms in its loss dict
-            (e.g. ``"adv"`` matches ``"adv_a"``, ``"adv_b"``); their values are summed per step.
+            (e.g. ``"gan"`` matches CycleGAN's ``"gan_ab"``, ``"gan_ba"``); their values are averaged per step.
         lr_factor: the loop multiplies the learning rates by this after a rollback, in (0, 1).
         max_rollbacks: how many rollbacks the loop may make before giving up (>= 0).
 
@@ -88,9 +88,9 @@ class DivergenceGuard:
         self._g: deque[float] = deque(maxlen=window)
 
     def adversarial_loss(self, g_losses: Mapping[str, float | torch.Tensor]) -> float | None:
-        """Sum of the generator's adversarial terms (None when the dict has none)."""
+        """Mean of the generator's adversarial terms (None when the dict has none)."""
         terms = [_value(v) for k, v in g_losses.items() if k != "loss" and any(s in k for s in self.adversarial_keys)]
-        return sum(terms) if terms else None
+        return sum(terms) / len(terms) if terms else None
 
     def update(self, step: int, d_losses: Mapping[str, float | torch.Tensor],
                g_losses: Mapping[str, float | torch.Tensor]) -> Verdict | None:

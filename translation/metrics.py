@@ -210,7 +210,8 @@ def kid(x: Tensor, y: Tensor, *, subset_size: int = 50, num_subsets: int = 100, 
     Args:
         x: first image set (e.g. translated images), values in ``[-1, 1]``.
         y: second image set (e.g. real target images), values in ``[-1, 1]``.
-        subset_size: images per subset; lowered to the smaller set size when larger.
+        subset_size: images per subset; lowered to 3/4 of the smaller set (at least 2) when larger, so that the
+            subsets differ and the standard error means something.
         num_subsets: number of subsets (>= 2 for a standard error).
         size: side the images are resized to before the feature network.
         seed: seed of the subset draws (the network's weights are always the same).
@@ -236,7 +237,8 @@ def kid(x: Tensor, y: Tensor, *, subset_size: int = 50, num_subsets: int = 100, 
         raise ValueError(f"expected num_subsets >= 2, got {num_subsets}")
     fx = features[0] if features[0] is not None else kid_features(x, size=size)
     fy = features[1] if features[1] is not None else kid_features(y, size=size)
-    m = min(subset_size, fx.shape[0], fy.shape[0])
+    smaller = min(fx.shape[0], fy.shape[0])
+    m = subset_size if subset_size <= smaller else max(2, (3 * smaller) // 4)
     generator = torch.Generator().manual_seed(seed)
     values = torch.empty(num_subsets, dtype=torch.float64)
     for i in range(num_subsets):

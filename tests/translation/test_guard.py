@@ -21,7 +21,7 @@ def test_non_finite_loss_fires_at_once():
 
 def test_discriminator_win_must_be_sustained_for_a_window():
     guard = DivergenceGuard(window=3, d_loss_floor=0.05, g_adv_ceiling=0.9)
-    winning = ({"loss": 0.01}, {"loss": 2.0, "adv_a": 0.6, "adv_b": 0.5, "cycle_a": 3.0})  # adv sum 1.1
+    winning = ({"loss": 0.01}, {"loss": 5.0, "gan_ab": 0.9, "gan_ba": 1.0, "cycle_a": 3.0})  # adversarial mean 0.95
     assert guard.update(0, *winning) is None
     assert guard.update(1, *winning) is None
     assert not guard.healthy
@@ -38,7 +38,7 @@ def test_discriminator_win_must_be_sustained_for_a_window():
 def test_no_adversarial_terms_never_fires_on_winning():
     guard = DivergenceGuard(window=1)
     assert guard.update(0, {"loss": 0.0}, {"loss": 5.0, "cycle": 5.0}) is None
-    assert guard.adversarial_loss({"loss": 1.0, "gan_ab": 0.25, "gan_ba": 0.5}) == 0.75
+    assert guard.adversarial_loss({"loss": 1.0, "gan_ab": 0.25, "gan_ba": 0.5, "cycle_a": 9.0}) == 0.375
 
 
 def test_rollback_bookkeeping_and_state_round_trip():
