@@ -62,12 +62,16 @@ class SourceItem:
         masks: ``{class: file}`` masks given per class.
         merged: a merged two-lung mask (compilation layouts), split into ``left_lung`` /
             ``right_lung`` or kept as ``lungs`` as the classes ask.
+        orient_lungs: given ``left_lung`` and ``right_lung`` files whose naming convention is not
+            certain (NLM ``leftMask`` / ``rightMask``), swap them when the "left" one lies on the image's
+            left, so that ``left_lung`` is always the patient's left (the image's right).
     """
 
     id: str
     image: Path
     masks: dict[str, Path] = field(default_factory=dict)
     merged: Path | None = None
+    orient_lungs: bool = False
 
 
 # ---------------------------------------------------------------------------------------- resizing
@@ -190,8 +194,9 @@ def _check_mask_shape(mask: np.ndarray, path: Path, image_shape: tuple[int, int]
 
 
 def _read_masks(item: SourceItem, classes: tuple[str, ...], image_shape: tuple[int, int], *, strict: bool,
-                ratios: tuple[int, ...]) -> dict[str, np.ndarray]:
+                ratios: tuple[int, ...]) -> tuple[dict[str, np.ndarray], dict]:
     out: dict[str, np.ndarray] = {}
+    notes: dict = {}
     for cls, path in item.masks.items():
         mask = read_mask(path, strict=strict)
         _check_mask_shape(mask, path, image_shape, item.image, ratios)
@@ -203,9 +208,15 @@ def _read_masks(item: SourceItem, classes: tuple[str, ...], image_shape: tuple[i
             out[MERGED_LUNGS] = mask
         if any(side in classes for side in LUNG_SIDES):
             out["left_lung"], out["right_lung"] = formats.split_lungs(mask, item.merged)
+    if item.orient_lungs and out["left_lung"].any() and out["right_lung"].any():
+        left_x = np.nonzero(out["left_lung"])[1].mean() / out["left_lung"].shape[1]
+        right_x = np.nonzero(out["right_lung"])[1].mean() / out["right_lung"].shape[1]
+        if left_x < right_x:
+            out["left_lung"], out["right_lung"] = out["right_lung"], out["left_lung"]
+            notes["sides_swapped"] = True
     if MERGED_LUNGS in classes and MERGED_LUNGS not in out:
         out[MERGED_LUNGS] = out["left_lung"] | out["right_lung"]
-    return {cls: out[cls] for cls in classes}
+    return {cls: out[cls] for cls in classes}, notes
 
 
 @contextlib.contextmanager
@@ -298,7 +309,7 @@ def write_prepared(
         if image.spacing_mm is None and spacing_mm is not None:
             image.spacing_mm = (float(spacing_mm), float(spacing_mm))
         src_shape = image.array.shape
-        masks = _read_masks(item, classes, src_shape, strict=not threshold_masks, ratios=mask_ratios)
+        masks, notes = _read_masks(item, classes, src_shape, strict=not threshold_masks, ratios=mask_ratios)
         shape = output_shape(src_shape, size, resize)
         pixels = resize_image(image, shape)
         write_png(tmp / "images" / f"{item.id}.png", pixels)
@@ -318,6 +329,7 @@ def write_prepared(
             "bit_depth": pixels.dtype.itemsize * 8,
             "original_pixel_spacing_mm": _spacing_entry(image.spacing_mm),
             "pixel_spacing_mm": _spacing_entry(spacing),
+            **notes,
         }
 
     with _staging(out, overwrite) as tmp:
@@ -425,7 +437,10 @@ def prepare_montgomery(
 
     Layouts:
         - NLM (``root``): ``CXR_png/*.png`` with ``ManualMask/leftMask`` and ``ManualMask/rightMask``
-          (found at ``root`` or up to two levels below, e.g. ``root/MontgomerySet``).
+          (found at ``root`` or up to two levels below, e.g. ``root/MontgomerySet``). Which side NLM's
+          ``leftMask`` means is not verified here (no NLM file was available), so sides are assigned
+          by geometry: the mask lying on the image's right becomes ``left_lung``; images whose files
+          had to be swapped are marked ``"sides_swapped": true`` in ``dataset.json``.
         - Compilation (``root`` holding ``cxr``/``CXR_png``/``images`` + ``masks``, or ``images`` and
           ``masks`` given): one merged two-lung mask per image with the image's file name, split into
           ``left_lung`` / ``right_lung`` by :func:`segmentation.data.formats.split_lungs` or kept as
@@ -477,9 +492,8 @@ def prepare_montgomery(
         sides = {"left_lung": _images_in(nlm.left, "ManualMask/leftMask folder"),
                  "right_lung": _images_in(nlm.right, "ManualMask/rightMask folder")}
         items, skipped = match_items(image_files, sides, skip_unmatched=skip_unmatched)
-        if MERGED_LUNGS not in classes:
-            for item in items:
-                item.masks = {cls: item.masks[cls] for cls in classes}
+        for item in items:
+            item.orient_lungs = True
         source = {"dataset": "montgomery", "layout": "NLM (CXR_png + ManualMask/leftMask, rightMask)",
                   "root": str(Path(root).resolve())}
     else:

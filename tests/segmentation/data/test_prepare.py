@@ -145,13 +145,15 @@ def test_prepare_jsrt_raw_img_sixteen_bit(tmp_path: Path) -> None:
     assert entry["bits_stored"] == 12 and entry["bit_depth"] == 16 and entry["pixel_spacing_mm"] == 5.6  # 0.175*32
 
 
-def _nlm(root: Path, shapes: dict[str, tuple[int, int]]) -> Path:
+def _nlm(root: Path, shapes: dict[str, tuple[int, int]], swapped: tuple[str, ...] = ()) -> Path:
     base = root / "MontgomerySet"
     for ident, shape in shapes.items():
         image = np.full(shape, 2000, dtype=np.uint16)
         image[: shape[0] // 2] = 4095
         _png(base / "CXR_png" / f"{ident}.png", image)
         left, right = _lungs(shape)
+        if ident in swapped:  # the "leftMask" file holds the lung on the image's left
+            left, right = right, left
         _png(base / "ManualMask/leftMask" / f"{ident}.png", left)
         _png(base / "ManualMask/rightMask" / f"{ident}.png", right)
     return root
@@ -159,7 +161,8 @@ def _nlm(root: Path, shapes: dict[str, tuple[int, int]]) -> Path:
 
 def test_prepare_montgomery_nlm_layout(tmp_path: Path) -> None:
     # 1/4 of 4892x4020 (portrait) and of 4020x4892 (landscape): the NLM aspect ratios.
-    root = _nlm(tmp_path / "dl", {"MCUCXR_0001_0": (1223, 1005), "MCUCXR_0002_1": (1005, 1223)})
+    root = _nlm(tmp_path / "dl", {"MCUCXR_0001_0": (1223, 1005), "MCUCXR_0002_1": (1005, 1223)},
+                swapped=("MCUCXR_0002_1",))
     out = prep.prepare_montgomery(tmp_path / "out", root=root, size=64, show_progress=False)
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["classes"] == ["left_lung", "right_lung"] and meta["source"]["layout"].startswith("NLM")
@@ -170,8 +173,11 @@ def test_prepare_montgomery_nlm_layout(tmp_path: Path) -> None:
     assert portrait["pixel_spacing_mm"] == pytest.approx([0.35 * 1223 / 64, 0.35 * 1005 / 53], rel=1e-5)
     image = read_image(out / "images/MCUCXR_0001_0.png")
     assert image.dtype == np.uint16 and image[0, 0] == 65535 and image[-1, -1] == round(2000 / 4095 * 65535)
-    left = read_mask(out / "masks/left_lung/MCUCXR_0002_1.png")
-    assert left.shape == (53, 64) and left[:, 40:].any() and not left[:, :32].any()
+    # left_lung ends on the image's right for both, the swapped files included, and the swap is recorded
+    for ident in ("MCUCXR_0001_0", "MCUCXR_0002_1"):
+        left = read_mask(out / "masks/left_lung" / f"{ident}.png")
+        assert left[:, left.shape[1] // 2:].sum() > 0 and not left[:, : left.shape[1] // 2].any()
+    assert [r.get("sides_swapped", False) for r in meta["images"]] == [False, True]
 
 
 def test_prepare_shenzhen_skip_unmatched(tmp_path: Path) -> None:
