@@ -13,8 +13,10 @@ from typing import Any
 from translation.base import Translator
 from translation.cyclegan import CycleGAN
 from translation.io import load_translator, save_translator
+from translation.munit import MUNIT
+from translation.unit import UNIT
 
-TRANSLATORS: dict[str, type[Translator]] = {"cyclegan": CycleGAN}
+TRANSLATORS: dict[str, type[Translator]] = {"cyclegan": CycleGAN, "unit": UNIT, "munit": MUNIT}
 
 
 def create_translator(name: str, preset: str = "default", **kwargs: Any) -> Translator:
@@ -44,5 +46,5 @@ def create_translator(name: str, preset: str = "default", **kwargs: Any) -> Tran
     return cls(**{**cls.presets[preset], **kwargs})
 
 
-__all__ = ["CycleGAN", "TRANSLATORS", "Translator", "create_translator", "load_translator",
+__all__ = ["CycleGAN", "MUNIT", "TRANSLATORS", "Translator", "UNIT", "create_translator", "load_translator",
            "save_translator"]

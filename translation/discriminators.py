@@ -30,7 +30,8 @@ class PatchDiscriminator(nn.Module):
         padding_mode: "zeros" (pix2pix), "reflect" (MUNIT) or "replicate".
 
     Raises:
-        ValueError: on a bad argument, or (forward) an input with the wrong channel count.
+        ValueError: on a bad argument, or (forward) an input with the wrong channel count or smaller than
+            ``min_size = 3 * 2**n_layers`` pixels.
 
     Shape:
         ``[B, in_channels, H, W] -> [B, 1, H', W']`` with ``H' ~= H / 2**n_layers - 2``; raw scores (logits).
@@ -67,9 +68,15 @@ class PatchDiscriminator(nn.Module):
         layers.append(nn.Conv2d(channels, 1, 4, 1, 1, padding_mode=padding_mode))
         self.layers = nn.Sequential(*layers)
         self.n_layers = n_layers
+        self.min_size = 3 * 2**n_layers
 
     def forward(self, x: Tensor) -> Tensor:
         check_image(x, self.in_channels, "discriminator input")
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"expected discriminator input of at least {self.min_size} px with n_layers={self.n_layers}, got "
+                f"{tuple(x.shape[-2:])}; use larger images, fewer disc_layers or fewer disc_scales"
+            )
         return self.layers(x)
 
 
@@ -88,7 +95,7 @@ class MultiScaleDiscriminator(nn.Module):
         padding_mode: "reflect" (MUNIT), "zeros" or "replicate".
 
     Raises:
-        ValueError: on a bad argument.
+        ValueError: on a bad argument, or (forward) an input smaller than ``min_size`` pixels.
 
     Shape:
         ``[B, in_channels, H, W] ->`` a list of ``num_scales`` score maps ``[B, 1, H_s, W_s]``, finest first.
@@ -108,8 +115,17 @@ class MultiScaleDiscriminator(nn.Module):
         self.scales = nn.ModuleList(
             PatchDiscriminator(in_channels, base_channels, n_layers, norm, padding_mode) for _ in range(num_scales)
         )
+        # scale k sees ceil(s / 2**k) pixels, which must reach 3 * 2**n_layers
+        self.min_size = (3 * 2**n_layers - 1) * 2 ** (num_scales - 1) + 1
+        self.n_layers, self.num_scales = n_layers, num_scales
 
     def forward(self, x: Tensor) -> list[Tensor]:
+        if x.dim() == 4 and min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"expected discriminator input of at least {self.min_size} px with n_layers={self.n_layers} and "
+                f"num_scales={self.num_scales}, got {tuple(x.shape[-2:])}; use larger images, fewer disc_layers or "
+                "fewer disc_scales"
+            )
         outputs = []
         for i, scale in enumerate(self.scales):
             if i > 0:

@@ -46,6 +46,14 @@ def test_discriminator_bad_arguments():
         PatchDiscriminator(norm="batch")
     with pytest.raises(ValueError, match=r"expected discriminator input of shape \[B, 1, H, W\]"):
         PatchDiscriminator(base_channels=4)(torch.randn(1, 3, 32, 32))
+    # 3 * 2**n_layers is the smallest input giving a 1x1 score map (floor(s / 2**n) - 2 >= 1)
+    assert PatchDiscriminator(base_channels=2, n_layers=3)(torch.randn(1, 1, 24, 24)).shape[-1] == 1
+    with pytest.raises(ValueError, match=r"expected discriminator input of at least 24 px with n_layers=3"):
+        PatchDiscriminator(base_channels=2, n_layers=3)(torch.randn(1, 1, 23, 64))
+    ms = MultiScaleDiscriminator(base_channels=2, n_layers=1, num_scales=3)
+    assert ms.min_size == 21 and ms(torch.randn(1, 1, 21, 21))[-1].shape[-1] == 1  # ceil(21 / 4) = 6 = 3 * 2
+    with pytest.raises(ValueError, match="at least 21 px with n_layers=1 and num_scales=3"):
+        ms(torch.randn(1, 1, 20, 20))
 
 
 @pytest.mark.parametrize("cls_kwargs", [(ResnetGenerator, {"n_blocks": 2}), (UnetGenerator, {"num_downs": 3})])
