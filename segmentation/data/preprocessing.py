@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+from kornia.enhance import equalize_clahe
 from torch import Tensor
 
 NormalizeMode = Literal["per_image", "dataset", "none"]
@@ -84,3 +85,115 @@ def normalize(images: Tensor, mode: NormalizeMode = "per_image", stats: tuple[fl
     if mode == "none":
         return images
     raise ValueError(f"expected mode in {NORMALIZE_MODES}, got {mode!r}")
+
+
+def equalize_hist(images: Tensor, bins: int = 256) -> Tensor:
+    """Global histogram equalisation of each image and channel.
+
+    Grey levels are binned into ``bins`` levels; a pixel maps to the fraction of the image's pixels at
+    or below its level, rescaled so that the darkest level maps to 0 and the brightest to 1:
+    ``(cdf(v) - cdf(v_min)) / (1 - cdf(v_min))``.
+
+    Args:
+        images: grey levels in ``[0, 1]``.
+        bins: number of grey levels, ``>= 2``.
+
+    Returns:
+        Equalised images in ``[0, 1]``, same shape, dtype and device. A constant image maps to zeros.
+
+    Raises:
+        ValueError: for non 4-D images or ``bins < 2``.
+
+    Shape:
+        ``[N, C, H, W] -> [N, C, H, W]``.
+    """
+    _check_images(images)
+    if bins < 2:
+        raise ValueError(f"expected bins >= 2, got {bins}")
+    n, c, h, w = images.shape
+    flat = images.detach().reshape(n * c, h * w).float()
+    levels = (flat.clamp(0.0, 1.0) * (bins - 1)).round().long()
+    counts = torch.zeros(n * c, bins, device=images.device).scatter_add_(1, levels, torch.ones_like(flat))
+    cdf = counts.cumsum(1) / (h * w)
+    low = cdf.gather(1, levels.min(dim=1, keepdim=True).values)
+    mapped = (cdf.gather(1, levels) - low) / (1.0 - low).clamp_min(1e-12)
+    return mapped.clamp(0.0, 1.0).reshape(n, c, h, w).to(images.dtype)
+
+
+def clahe(images: Tensor, clip_limit: float = 2.0, grid: tuple[int, int] = (8, 8)) -> Tensor:
+    """Contrast-limited adaptive histogram equalisation (Zuiderveld 1994), via ``kornia.enhance.equalize_clahe``.
+
+    Args:
+        images: grey levels in ``[0, 1]``.
+        clip_limit: histogram clip limit relative to a uniform histogram, ``> 0`` (1 is almost no
+            change; 2-4 is usual for radiographs).
+        grid: tiles along height and width, each ``>= 1``.
+
+    Returns:
+        Images in ``[0, 1]``, same shape, dtype and device.
+
+    Raises:
+        ValueError: for non 4-D images, ``clip_limit <= 0`` or a bad grid.
+
+    Shape:
+        ``[N, C, H, W] -> [N, C, H, W]``.
+    """
+    _check_images(images)
+    if not clip_limit > 0:
+        raise ValueError(f"expected clip_limit > 0, got {clip_limit}")
+    grid = tuple(int(g) for g in grid)
+    if len(grid) != 2 or min(grid) < 1:
+        raise ValueError(f"expected grid = (rows, cols) with both >= 1, got {grid}")
+    if grid[0] > images.shape[2] or grid[1] > images.shape[3]:
+        raise ValueError(f"expected a grid no finer than the image {tuple(images.shape[2:])}, got {grid}")
+    out = equalize_clahe(images.float().clamp(0.0, 1.0), clip_limit=float(clip_limit), grid_size=grid)
+    return out.clamp(0.0, 1.0).to(images.dtype)
+
+
+def _interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
+    """Piecewise-linear interpolation like ``numpy.interp`` (``xp`` increasing), in torch."""
+    index = torch.searchsorted(xp, x).clamp(1, xp.numel() - 1)
+    x0, x1 = xp[index - 1], xp[index]
+    f0, f1 = fp[index - 1], fp[index]
+    t = ((x - x0) / (x1 - x0).clamp_min(1e-12)).clamp(0.0, 1.0)
+    return f0 + t * (f1 - f0)
+
+
+def match_histograms(images: Tensor, reference_images: Tensor) -> Tensor:
+    """Map each image's grey levels onto the pooled intensity distribution of a reference set.
+
+    Quantile mapping as in ``skimage.exposure.match_histograms``: a grey level at cumulative
+    fraction ``q`` of its image becomes the reference level at the same fraction of all reference
+    pixels (linear between levels). The classical baseline for cross-dataset transfer: target
+    images are matched to the source (training) set before a source segmenter sees them.
+
+    Args:
+        images: ``[N, C, H, W]`` grey levels (each image and channel matched on its own).
+        reference_images: ``[M, C', H', W']`` grey levels of the reference set, any size, pooled.
+
+    Returns:
+        Matched images, same shape, dtype and device as ``images``.
+
+    Raises:
+        ValueError: for non 4-D inputs or an empty reference.
+
+    Shape:
+        ``[N, C, H, W] -> [N, C, H, W]``.
+    """
+    _check_images(images)
+    _check_images(reference_images, "reference_images")
+    if reference_images.numel() == 0:
+        raise ValueError("expected at least one reference image, got none")
+    ref_values, ref_counts = torch.unique(reference_images.detach().float().flatten(), return_counts=True)
+    ref_values = ref_values.to(images.device)
+    ref_quantiles = (ref_counts.cumsum(0).double() / reference_images.numel()).float().to(images.device)
+    if ref_values.numel() == 1:
+        return torch.full_like(images, float(ref_values[0]))
+    n, c, h, w = images.shape
+    flat = images.detach().float().reshape(n * c, h * w)
+    out = torch.empty_like(flat)
+    for row in range(n * c):
+        values, inverse, counts = torch.unique(flat[row], return_inverse=True, return_counts=True)
+        quantiles = counts.cumsum(0).float() / flat.shape[1]
+        out[row] = _interp(quantiles, ref_quantiles, ref_values)[inverse]
+    return out.reshape(n, c, h, w).to(images.dtype)
