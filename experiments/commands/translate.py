@@ -1,8 +1,225 @@
-"""`cxr-transfer translate` commands (placeholder group until its issue lands)."""
+"""``cxr-transfer translate``: train unpaired image-to-image translators and apply them to new image folders.
+
+Thin layer: options are validated by click, a frozen :class:`translation.training.TranslationConfig` is built, and
+one library function runs (:func:`translation.training.train_translator`); ``apply`` loads a file written by
+:func:`translation.save_translator` and translates a folder in batches.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import click
+import numpy as np
+import torch
+
+from runtime import atomic_write_json, config_to_dict, progress, resolve_device, seed_everything
+from segmentation.data.dataset import load_dataset, resize_images
+from segmentation.data.formats import SOURCE_SUFFIXES, list_files, read_source_image
+from segmentation.data.io import DataError, write_png
+
+_DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
+_FILE = click.Path(exists=True, file_okay=True, dir_okay=False, path_type=Path)
+_OUT = click.Path(file_okay=False, dir_okay=True, path_type=Path)
+
+
+def _translator_names() -> list[str]:
+    from translation import TRANSLATORS
+
+    return sorted(TRANSLATORS)
+
+
+def load_image_folder(folder: Path, size: int) -> tuple[torch.Tensor, list[str]]:
+    """Images of ``folder`` as ``[N, 1, size, size]`` in ``[0, 1]`` and their ids.
+
+    A prepared dataset folder (``images/<id>.png``) is read with :func:`segmentation.data.dataset.load_dataset`
+    without masks; any other folder is read file by file (PNG, JPEG, TIFF, DICOM, JSRT ``.IMG``), each image scaled
+    by its significant bits and resized anti-aliased.
+
+    Raises:
+        DataError: for a folder without images or an unreadable file (names the file).
+    """
+    if (folder / "images").is_dir():
+        data = load_dataset(folder, size=size, masks=False)
+        return data.images, list(data.ids)
+    files = list_files(folder, SOURCE_SUFFIXES)
+    if not files:
+        raise DataError(f"{folder}: no images (expected images/<id>.png or image files such as .png, .dcm)")
+    images = [resize_images(_to_unit(read_source_image(p)), (size, size)) for p in files]
+    return torch.cat(images).clamp_(0, 1), [p.stem for p in files]
+
+
+def _to_unit(source) -> torch.Tensor:  # noqa: ANN001 - a formats.SourceImage
+    top = float((1 << source.bits_stored) - 1)
+    return torch.from_numpy(source.array.astype(np.float32) / top)[None, None].clamp_(0, 1)
+
+
+def _held_out(images: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Split off a seeded held-out share (at least 2 images, when at least 4 remain for training)."""
+    n = images.shape[0]
+    k = int(round(fraction * n))
+    if fraction == 0 or n < 6:
+        return images, None
+    k = max(2, k)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return images[order[k:]], images[order[:k]]
 
 
 @click.group(name="translate")
 def translate() -> None:
-    """(being built) see the project's issues."""
+    """Unpaired image-to-image translation (CycleGAN, UNIT, MUNIT) between two image folders.
+
+    \b
+    Examples:
+      cxr-transfer translate train --a data/montgomery --b data/jsrt --model cyclegan --size 256 --run-dir runs/m2j
+      cxr-transfer translate train --a data/montgomery --b data/jsrt --run-dir runs/m2j --resume
+      cxr-transfer translate apply --translator runs/m2j/translator.pt --direction a2b --images new/ --out out/
+    """
+
+
+@translate.command(name="train")
+@click.option("--a", "dir_a", type=_DIR, required=True,
+              help="Domain A: a prepared dataset folder (images/<id>.png) or a folder of images.")
+@click.option("--b", "dir_b", type=_DIR, required=True, help="Domain B, the same way.")
+@click.option("--model", type=click.Choice(_translator_names()), default="cyclegan", show_default=True,
+              help="Translator architecture.")
+@click.option("--preset", type=click.Choice(["default", "tiny"]), default="default", show_default=True,
+              help="default: the paper's networks; tiny: 2+2-layer generators, small discriminators (CPU).")
+@click.option("--size", type=click.IntRange(min=8), default=256, show_default=True,
+              help="Images are resized to size x size (a multiple of the translator's divisor).")
+@click.option("--iterations", type=click.IntRange(min=1), default=20000, show_default=True,
+              help="Optimisation steps (learning rate constant for the first half, then linear to 0).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--held-out", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="Share of each domain held out for the convergence figures (histogram distance, KID).")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Steps between held-out evaluations; 0 = once per epoch.")
+@click.option("--run-dir", type=_OUT, required=True,
+              help="Run folder: config.json, checkpoints/, tb/, metrics.json, translator.pt.")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--no-amp", is_flag=True, help="No bf16 autocast on CUDA.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iterations: int, batch_size: int, lr: float,
+          seed: int, held_out: float, checkpoint_every: int, eval_every: int, run_dir: Path, resume: bool, device: str,
+          no_amp: bool, dry_run: bool, quiet: bool) -> None:
+    """Train a translator between the images of --a and --b.
+
+    \b
+    Examples:
+      cxr-transfer translate train --a data/montgomery --b data/jsrt --run-dir runs/m2j
+      cxr-transfer translate train --a data/montgomery --b data/jsrt --preset tiny --size 128 \\
+          --iterations 2000 --batch-size 4 --run-dir runs/m2j_tiny --dry-run
+    """
+    from translation import create_translator
+    from translation.training import TranslationConfig, train_translator
+
+    try:
+        config = TranslationConfig(
+            iterations=iterations, batch_size=batch_size, lr=lr, seed=seed, amp=not no_amp,
+            checkpoint_every=checkpoint_every, eval_every=eval_every, domain_a=dir_a.resolve().name,
+            domain_b=dir_b.resolve().name, progress=not quiet)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    resolved = {"model": model, "preset": preset, "size": size, "a": str(dir_a), "b": str(dir_b),
+                "held_out": held_out, "run_dir": str(run_dir), "resume": resume, "device": device,
+                "config": config_to_dict(config)}
+    if dry_run:
+        click.echo(json.dumps(resolved, indent=2))
+        return
+    try:
+        target = resolve_device(device)
+    except (ValueError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from err
+    seed_everything(seed)
+    translator = create_translator(model, preset=preset).to(target)
+    divisor = int(getattr(translator, "required_divisor", 1))
+    if size % divisor:
+        raise click.ClickException(f"expected --size a multiple of {divisor} for {model} ({preset}), got {size}")
+    try:
+        images_a, _ = load_image_folder(dir_a, size)
+        images_b, _ = load_image_folder(dir_b, size)
+    except DataError as err:
+        raise click.ClickException(str(err)) from err
+    train_a, held_a = _held_out(images_a * 2 - 1, held_out, seed)
+    train_b, held_b = _held_out(images_b * 2 - 1, held_out, seed + 1)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "command.json", resolved)
+    try:
+        result = train_translator(translator, train_a.to(target), train_b.to(target), config, run_dir, resume=resume,
+                                  held_out_a=None if held_a is None else held_a.to(target),
+                                  held_out_b=None if held_b is None else held_b.to(target))
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    last = result.history[-1] if result.history else {}
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("hist/", "kid/")))
+    click.echo(f"trained {model} for {result.steps} steps in {result.seconds:.0f} s; {figures}")
+    if result.rollbacks:
+        click.echo(f"divergence guard rolled back {len(result.rollbacks)} time(s); see {run_dir / 'train.log'}")
+    click.echo(f"saved {result.translator_path}")
+
+
+@translate.command(name="apply")
+@click.option("--translator", "translator_file", type=_FILE, required=True,
+              help="A translator file written by `translate train` (run-dir/translator.pt).")
+@click.option("--direction", type=click.Choice(["a2b", "b2a"]), required=True,
+              help="a2b translates domain A images to look like B; b2a the reverse.")
+@click.option("--images", "images_dir", type=_DIR, required=True,
+              help="Folder of images (PNG, JPEG, TIFF; DICOM with pydicom), or a prepared dataset folder.")
+@click.option("--out", type=_OUT, required=True, help="Output folder: <id>.png at each input's size and bit depth.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def apply(translator_file: Path, direction: str, images_dir: Path, out: Path, batch_size: int, device: str,
+          quiet: bool) -> None:
+    """Translate a folder of new images with a saved translator.
+
+    Each image is scaled to [-1, 1], resized (anti-aliased) to the translator's training size, translated in
+    batches, resized back to its own size and written as PNG (8-bit, or 16-bit for deeper sources), atomically.
+
+    \b
+    Example:
+      cxr-transfer translate apply --translator runs/m2j/translator.pt --direction a2b --images new_site/ --out out/
+    """
+    from translation import load_translator
+
+    try:
+        target = resolve_device(device)
+        translator, metadata = load_translator(translator_file, map_location=target)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    size = metadata.get("image_size")
+    if not size:
+        raise click.ClickException(f"{translator_file}: no image_size in its metadata; save it with train_translator")
+    size = (int(size[0]), int(size[1]))
+    folder = images_dir / "images" if (images_dir / "images").is_dir() else images_dir
+    try:
+        files = list_files(folder, SOURCE_SUFFIXES)
+    except DataError as err:
+        raise click.ClickException(str(err)) from err
+    if not files:
+        raise click.ClickException(f"{folder}: no images to translate (expected .png, .jpg, .tif, .dcm, ...)")
+    fn = translator.a_to_b if direction == "a2b" else translator.b_to_a
+    out.mkdir(parents=True, exist_ok=True)
+    done = 0
+    for start in progress(range(0, len(files), batch_size), desc="translate", enabled=not quiet):
+        chunk = files[start:start + batch_size]
+        try:
+            sources = [read_source_image(p) for p in chunk]
+        except DataError as err:
+            raise click.ClickException(str(err)) from err
+        batch = torch.cat([resize_images(_to_unit(s), size) for s in sources]) * 2 - 1
+        with torch.no_grad():
+            fake = fn(batch.to(target)).float().cpu()
+        for path, source, image in zip(chunk, sources, fake):
+            back = resize_images(((image + 1) / 2)[None], tuple(source.array.shape))[0, 0].clamp(0, 1).numpy()
+            deep = source.bits_stored > 8
+            array = np.round(back * (65535 if deep else 255)).astype(np.uint16 if deep else np.uint8)
+            write_png(out / f"{path.stem}.png", array)
+            done += 1
+    click.echo(f"translated {done} image(s) {direction} with {translator_file.name} into {out}")

@@ -1,0 +1,106 @@
+"""Tests for `cxr-transfer translate train / apply` on tiny phantom folders (CPU, 32 px, tiny CycleGAN)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from experiments.cli import cli
+from segmentation.data.io import read_image, write_png
+from segmentation.data.phantoms import write_phantom_dataset
+from translation import load_translator
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny 32-pixel nets: one thread is as fast, and far faster on a loaded shared machine; restored afterwards
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    return {"a": write_phantom_dataset(root / "site_a", 8, size=32, domain="a", seed=0),
+            "b": write_phantom_dataset(root / "site_b", 8, size=32, domain="b", seed=50), "root": root}
+
+
+def _train_args(folders, run_dir, *extra):
+    return ["translate", "train", "--a", str(folders["a"]), "--b", str(folders["b"]), "--model", "cyclegan",
+            "--preset", "tiny", "--size", "32", "--iterations", "4", "--batch-size", "2", "--held-out", "0.25",
+            "--checkpoint-every", "2", "--run-dir", str(run_dir), "--device", "cpu", "--quiet", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained_run(folders):
+    run_dir = folders["root"] / "run"
+    result = CliRunner().invoke(cli, _train_args(folders, run_dir), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return run_dir, result.output
+
+
+def test_train_writes_a_reusable_translator(trained_run):
+    run_dir, output = trained_run
+    assert "trained cyclegan for 4 steps" in output and "hist/b2a" in output and "kid/b2a" in output
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["iterations"] == 4 and config["domain_a"] == "site_a" and config["domain_b"] == "site_b"
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert history[0]["source"] == "held_out"  # 2 of the 8 images per domain held out
+    translator, metadata = load_translator(run_dir / "translator.pt")
+    assert metadata["image_size"] == [32, 32] and metadata["domains"] == {"a": "site_a", "b": "site_b"}
+    assert metadata["num_images"] == {"a": 6, "b": 6}
+
+
+def test_resume_of_a_finished_run_and_refusal_to_overwrite(folders, trained_run):
+    run_dir, _ = trained_run
+    again = CliRunner().invoke(cli, _train_args(folders, run_dir))
+    assert again.exit_code != 0 and "already holds checkpoints; pass --resume" in again.output
+    resumed = CliRunner().invoke(cli, _train_args(folders, run_dir, "--resume"))
+    assert resumed.exit_code == 0 and "for 4 steps" in resumed.output
+
+
+def test_apply_translates_a_folder_at_any_size(folders, trained_run, tmp_path):
+    run_dir, _ = trained_run
+    images = tmp_path / "new"
+    same = read_image(folders["b"] / "images" / sorted((folders["b"] / "images").iterdir())[0].name)
+    write_png(images / "same_size.png", same)
+    rng = np.random.default_rng(0)
+    write_png(images / "odd_size.png", rng.integers(0, 256, (40, 48), dtype=np.uint8))
+    write_png(images / "deep.png", rng.integers(0, 4096, (32, 32), dtype=np.uint16))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["translate", "apply", "--translator", str(run_dir / "translator.pt"),
+                                      "--direction", "b2a", "--images", str(images), "--out", str(out),
+                                      "--batch-size", "2", "--device", "cpu", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "translated 3 image(s) b2a" in result.output
+    assert read_image(out / "odd_size.png").shape == (40, 48)
+    assert read_image(out / "deep.png").dtype == np.uint16
+    # at the training size nothing is resized: the file is the translator's output, quantised to 8 bits
+    translator, _ = load_translator(run_dir / "translator.pt")
+    with torch.no_grad():
+        x = torch.from_numpy(same.astype(np.float32) / 255)[None, None] * 2 - 1
+        expected = np.round(((translator.b_to_a(x) + 1) / 2).clamp(0, 1)[0, 0].numpy() * 255).astype(np.uint8)
+    got = read_image(out / "same_size.png")
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # batch of 2 vs 1: float rounding at most
+    assert not np.array_equal(got, same)  # it did translate
+
+
+def test_dry_run_and_bad_arguments(folders, tmp_path):
+    runner = CliRunner()
+    dry = runner.invoke(cli, _train_args(folders, tmp_path / "dry", "--dry-run"))
+    assert dry.exit_code == 0 and json.loads(dry.output)["config"]["batch_size"] == 2
+    assert not (tmp_path / "dry").exists()
+    odd = runner.invoke(cli, _train_args(folders, tmp_path / "odd", "--size", "33"))  # the last --size wins
+    assert odd.exit_code != 0 and "expected --size a multiple of 2" in odd.output
+    missing = runner.invoke(cli, ["translate", "apply", "--translator", str(tmp_path / "none.pt"), "--direction",
+                                  "a2b", "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+    bad = runner.invoke(cli, ["translate", "apply", "--translator", str(folders["a"] / "dataset.json"),
+                              "--direction", "a2b", "--images", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert bad.exit_code == 1 and "unreadable" in bad.output
