@@ -13,11 +13,6 @@ from PIL import Image
 from segmentation.data import prepare as prep
 from segmentation.data.io import DataError, read_image, read_mask
 
-try:  # pytest's default "prepend" import mode puts this folder on sys.path
-    from test_formats import write_dicom
-except ImportError:  # pragma: no cover - tests/ as a package
-    from tests.segmentation.data.test_formats import write_dicom
-
 ORGANS = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
 
 
@@ -45,6 +40,26 @@ def _folder(root: Path, ids=("a", "b", "c"), shape=(40, 32), classes=("left_lung
         for cls in classes:
             _png(root / "masks" / cls / f"{ident}.png", left if cls != "right_lung" else right)
     return root
+
+
+def _write_dicom(path: Path, pixels: np.ndarray, spacing: float) -> None:
+    """A minimal uncompressed 12-bit MONOCHROME1 DICOM (test_formats.py checks the reader in detail)."""
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelSpacing = [str(spacing), str(spacing)]
+    ds.PixelData = pixels.astype("<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
 
 
 def _leftovers(parent: Path) -> list[str]:
@@ -199,7 +214,7 @@ def test_prepare_shenzhen_skip_unmatched(tmp_path: Path) -> None:
 def test_prepare_folder_dicom_images_only(tmp_path: Path) -> None:
     pixels = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1))
     (tmp_path / "dcm").mkdir()
-    write_dicom(tmp_path / "dcm" / "p1.dcm", pixels, "MONOCHROME1", 12, (0.2, 0.2))
+    _write_dicom(tmp_path / "dcm" / "p1.dcm", pixels, 0.2)
     out = prep.prepare_folder(tmp_path / "dcm", None, tmp_path / "out", size=32, show_progress=False)
     meta = json.loads((out / "dataset.json").read_text())
     assert meta["classes"] == [] and meta["images"][0]["pixel_spacing_mm"] == pytest.approx(0.4)
