@@ -374,6 +374,18 @@ def _images_in(folder: str | os.PathLike, what: str, key: Callable[[Path], str |
     return formats.index_by_id(files, key)
 
 
+def _merged_mask_id(path: Path) -> str:
+    """Merged masks are named like their image, or ``<id>_mask.png`` (Shenzhen style)."""
+    return formats.shenzhen_mask_id(path) or formats.image_id(path)
+
+
+def _only_prefix(table: dict[str, Path], prefix: str) -> dict[str, Path]:
+    """Keep the ids starting with ``prefix`` when some do: compilations mix Montgomery (MCUCXR_) and Shenzhen
+    (CHNCXR_) files in one folder."""
+    kept = {k: v for k, v in table.items() if k.startswith(prefix)}
+    return kept if kept else table
+
+
 def prepare_jsrt(
     images: str | os.PathLike,
     masks: str | os.PathLike | None,
@@ -444,7 +456,8 @@ def prepare_montgomery(
         - Compilation (``root`` holding ``cxr``/``CXR_png``/``images`` + ``masks``, or ``images`` and
           ``masks`` given): one merged two-lung mask per image with the image's file name, split into
           ``left_lung`` / ``right_lung`` by :func:`segmentation.data.formats.split_lungs` or kept as
-          ``lungs``.
+          ``lungs``. Masks may also be named ``<id>_mask.png``; in a folder mixing Montgomery and
+          Shenzhen files only the ``MCUCXR_*`` ones are taken.
 
     Args:
         out: output folder.
@@ -497,8 +510,8 @@ def prepare_montgomery(
         source = {"dataset": "montgomery", "layout": "NLM (CXR_png + ManualMask/leftMask, rightMask)",
                   "root": str(Path(root).resolve())}
     else:
-        image_files = _images_in(images, "Montgomery images folder")
-        merged = _images_in(masks, "Montgomery masks folder")
+        image_files = _only_prefix(_images_in(images, "Montgomery images folder"), "MCUCXR_")
+        merged = _only_prefix(_images_in(masks, "Montgomery masks folder", key=_merged_mask_id), "MCUCXR_")
         items, skipped = match_items(image_files, {}, merged=merged, skip_unmatched=skip_unmatched)
         source = {"dataset": "montgomery", "layout": "compilation (one merged lung mask per image)",
                   "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
@@ -523,7 +536,8 @@ def prepare_shenzhen(
 ) -> Path:
     """Prepare the Shenzhen (CHNCXR) set: images ``CHNCXR_<n>_<0|1>.png``, merged lung masks ``<id>_mask.png``.
 
-    Masks named exactly like their image are accepted too. Not every Shenzhen image has a mask in
+    Masks named exactly like their image are accepted too; in a folder mixing Shenzhen and Montgomery
+    files only the ``CHNCXR_*`` ones are taken. Not every Shenzhen image has a mask in
     the public compilations: pass ``skip_unmatched=True`` to prepare the annotated ones.
 
     Args:
@@ -539,9 +553,8 @@ def prepare_shenzhen(
     """
     check_output(out, overwrite)
     classes = formats.check_classes(classes, LUNG_SIDES + (MERGED_LUNGS,), "class")
-    image_files = _images_in(images, "Shenzhen images folder (--images)")
-    merged = _images_in(masks, "Shenzhen masks folder (--masks)",
-                        key=lambda p: formats.shenzhen_mask_id(p) or formats.image_id(p))
+    image_files = _only_prefix(_images_in(images, "Shenzhen images folder (--images)"), "CHNCXR_")
+    merged = _only_prefix(_images_in(masks, "Shenzhen masks folder (--masks)", key=_merged_mask_id), "CHNCXR_")
     items, skipped = match_items(image_files, {}, merged=merged, skip_unmatched=skip_unmatched)
     source = {"dataset": "shenzhen", "layout": "CHNCXR images + <id>_mask.png merged lung masks",
               "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}

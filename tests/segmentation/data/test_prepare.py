@@ -201,6 +201,9 @@ def test_prepare_shenzhen_skip_unmatched(tmp_path: Path) -> None:
     for ident in ("CHNCXR_0001_0", "CHNCXR_0003_1"):
         left, right = _lungs((48, 40))
         _png(tmp_path / "masks" / f"{ident}_mask.png", left | right)
+    # a compilation folder mixing both sets: the Montgomery files are ignored by prepare_shenzhen
+    _png(tmp_path / "CXR_png" / "MCUCXR_0001_0.png", np.full((48, 40), 90, dtype=np.uint8))
+    _png(tmp_path / "masks" / "MCUCXR_0001_0.png", np.zeros((48, 40), dtype=np.uint8))
     with pytest.raises(DataError, match=r"CHNCXR_0002_1\.png: image without a merged lung mask.*--skip-unmatched"):
         prep.prepare_shenzhen(tmp_path / "CXR_png", tmp_path / "masks", tmp_path / "out", show_progress=False)
     out = prep.prepare_shenzhen(tmp_path / "CXR_png", tmp_path / "masks", tmp_path / "out", size=None,
