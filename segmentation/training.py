@@ -598,6 +598,8 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
             scheduler.load_state_dict(checkpoint["scheduler"])
         set_rng_state(checkpoint["rng"])
         generator.set_state(checkpoint["generator"])
+        if checkpoint.get("augmenter_generator") is not None and augmenter is not None:
+            augmenter._generator.set_state(checkpoint["augmenter_generator"])
         start_epoch, best_val, best_epoch = checkpoint["epoch"], checkpoint["best_val"], checkpoint["best_epoch"]
         history = list(checkpoint["history"])
         if best_path is not None and best_path.is_file() and best_epoch > 0:
@@ -666,6 +668,7 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": get_rng_state(), "generator": generator.get_state(), "epoch": epoch + 1,
+                    "augmenter_generator": _augmenter_state(augmenter),
                     "best_val": best_val, "best_epoch": best_epoch, "history": history,
                     "config": config_to_dict(config), "stopped_early": stop,
                 })
@@ -694,6 +697,12 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
                        best_val_dice=float(best_val) if best_val != -math.inf else math.nan, history=history,
                        config=config, best_checkpoint=best_path, stopped_early=stopped_early,
                        wall_time_s=time.perf_counter() - start_time)
+
+
+def _augmenter_state(augmenter: nn.Module | None) -> Tensor | None:
+    """State of an augmenter's own generator (``Augmenter(seed=...)``), None when it draws from the global RNG."""
+    generator = getattr(augmenter, "_generator", None)
+    return generator.get_state() if isinstance(generator, torch.Generator) else None
 
 
 def _flat(stats: Any) -> list[float]:
@@ -776,7 +785,7 @@ def _log_overlays(logger: RunLogger, net: nn.Module, x: Tensor, y: Tensor, confi
 
 
 def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, config: SegmentationConfig,
-                       postprocess: bool | None = None) -> list[dict[str, Any]]:
+                       postprocess: bool | None = None, surface: bool = False) -> list[dict[str, Any]]:
     """Per-image metrics of a segmenter (or an ensemble) on labelled data.
 
     Args:
@@ -784,6 +793,7 @@ def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, confi
         data: ``CXRData`` with masks and ``classes == config.classes``; masks are compared at their own size.
         config: the segmenters' configuration.
         postprocess: override ``config.postprocess`` (largest components and hole filling).
+        surface: also compute surface distances (mean and 95% Hausdorff; slower).
 
     Returns:
         One dict per image: ``id`` plus ``segmentation.metrics.evaluate_masks``'s ``jaccard/<class>``,
@@ -793,7 +803,8 @@ def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, confi
 
     _check_data(data, config, "evaluation")
     pred = predict_masks(models, data.images, config, postprocess=postprocess)
-    rows = evaluate_masks(pred.cpu(), data.masks.cpu() > 0.5, config.classes, spacing_mm=data.spacing_mm)
+    rows = evaluate_masks(pred.cpu(), data.masks.cpu() > 0.5, config.classes, spacing_mm=data.spacing_mm,
+                          surface=surface)
     return [{"id": image_id, **row} for image_id, row in zip(data.ids, rows)]
 
 
@@ -1030,6 +1041,117 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
                 with atomic_path(target) as tmp:
                     Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG")
     return written
+
+
+def load_ensemble(paths: Sequence[str | os.PathLike], device: str = "auto"
+                  ) -> tuple[list[nn.Module], SegmentationConfig]:
+    """Load one or several segmenter files that can be averaged (same classes, mode, size and normalisation).
+
+    Args:
+        paths: segmenter files (``model.pt`` or ``checkpoints/best.pt`` of runs).
+        device: where to put the models ("auto" picks CUDA when available).
+
+    Returns:
+        ``(models, config)``: the models in eval mode, and the configuration of the first.
+
+    Raises:
+        ValueError: for no path, or models whose input/output conventions differ.
+    """
+    if not paths:
+        raise ValueError("expected at least one segmenter file, got none; pass --model FILE")
+    target = resolve_device(device)
+    models, configs = [], []
+    for path in paths:
+        model, config, _ = load_segmenter(path, map_location=target)
+        models.append(model)
+        configs.append(config)
+    keys = ("classes", "mode", "size", "normalization", "norm_stats")
+    for path, config in zip(paths[1:], configs[1:]):
+        diff = [k for k in keys if getattr(config, k) != getattr(configs[0], k)]
+        if diff:
+            raise ValueError(f"expected ensemble members with the same {diff} as {paths[0]}, got {path} with "
+                             f"{[getattr(config, k) for k in diff]}; average only models trained alike")
+    return models, configs[0]
+
+
+def evaluate_folder(model_paths: Sequence[str | os.PathLike], data_dir: str | os.PathLike, split: str = "test",
+                    splits_file: str | os.PathLike | None = None, out_csv: str | os.PathLike | None = None,
+                    postprocess: bool | None = None, surface: bool = False, device: str = "auto",
+                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """Evaluate saved segmenters (averaged when several) on a prepared folder; what ``segment eval`` runs.
+
+    Args:
+        model_paths: segmenter files.
+        data_dir: prepared folder with masks of the models' classes.
+        split: "all", or a key of the splits file ("train", "val", "test").
+        splits_file: splits JSON; by default the ``splits.json`` beside the first model file (its run folder).
+        out_csv: where to write the per-image rows.
+        postprocess: override the models' post-processing setting.
+        surface: add surface distances.
+        device: "auto", "cpu", "cuda", ...
+
+    Returns:
+        ``(rows, summary)``.
+
+    Raises:
+        DataError: for a missing splits file or unreadable data; ValueError for an unknown split.
+    """
+    from segmentation.data.dataset import load_dataset
+    from segmentation.data.io import DataError
+    from segmentation.data.splits import load_splits
+
+    models, config = load_ensemble(model_paths, device)
+    data = load_dataset(data_dir, classes=config.classes, size=config.size, masks=True)
+    if split != "all":
+        if splits_file is None:
+            splits_file = Path(model_paths[0]).resolve().parent / "splits.json"
+            if not splits_file.is_file():
+                splits_file = splits_file.parent.parent / "splits.json"  # checkpoints/best.pt
+        if not Path(splits_file).is_file():
+            raise DataError(f"{splits_file}: no splits file for --split {split}; pass --splits FILE or --split all")
+        splits = load_splits(splits_file)
+        if split not in splits:
+            raise ValueError(f"expected --split in {sorted(splits)} or 'all' (from {splits_file}), got {split!r}")
+        data = data.subset(list(splits[split]))
+    rows = evaluate_segmenter(models, data.to(_device_of(models[0])), config, postprocess=postprocess,
+                              surface=surface)
+    if out_csv is not None:
+        write_rows_csv(out_csv, rows)
+    return rows, summarize_rows(rows)
+
+
+def predict_folder(model_paths: Sequence[str | os.PathLike], images_dir: str | os.PathLike,
+                   out_dir: str | os.PathLike, batch_size: int | None = None, postprocess: bool | None = None,
+                   threshold: float | None = None, overlays: bool = True, device: str = "auto") -> list[Path]:
+    """Segment every image of a folder with saved segmenters (averaged when several); what ``segment predict`` runs.
+
+    Args:
+        model_paths: segmenter files.
+        images_dir: folder of images (PNG, JPEG, TIFF, BMP, GIF), any sizes.
+        out_dir: receives ``masks/<class>/<stem>.png`` and ``overlays/<stem>.png``.
+        batch_size: images per batch.
+        postprocess: override the models' post-processing setting.
+        threshold: override the models' probability threshold.
+        overlays: write overlay PNGs.
+        device: "auto", "cpu", "cuda", ...
+
+    Returns:
+        The mask files written.
+
+    Raises:
+        DataError: for a folder without images or an unreadable image.
+    """
+    from segmentation.data.io import IMAGE_SUFFIXES, DataError
+
+    models, config = load_ensemble(model_paths, device)
+    if threshold is not None:
+        config = config.replace(threshold=threshold)
+    folder = Path(images_dir)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    if not paths:
+        raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}); check --images")
+    return predict_files(models, paths, out_dir, config, batch_size=batch_size, postprocess=postprocess,
+                         overlays=overlays)
 
 
 def copy_state(model: nn.Module) -> dict[str, Tensor]:

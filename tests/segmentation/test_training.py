@@ -152,7 +152,7 @@ def test_tiny_unet_learns_phantoms():
 
 def _resume_config(**changes) -> SegmentationConfig:
     return tiny_config(classes=("lungs",), epochs=4, batch_size=2, steps_per_epoch=3, scheduler="cosine",
-                       model_kwargs={**TINY, "dropout": 0.2}, **changes)
+                       model_kwargs={**TINY, "dropout": 0.2}, augment=True, mixup_alpha=0.2, **changes)
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path):
