@@ -220,13 +220,16 @@ def _read_masks(item: SourceItem, classes: tuple[str, ...], image_shape: tuple[i
 
 
 @contextlib.contextmanager
-def _staging(out: Path, overwrite: bool):
+def _staging(out: Path):
     """Yield a temporary folder beside ``out``, renamed to ``out`` on success and removed on failure."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset gets ordinary folder permissions
+    old = None
     try:
         yield tmp
-        old = None
         if out.exists():
             if any(out.iterdir()):
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -234,11 +237,14 @@ def _staging(out: Path, overwrite: bool):
             else:
                 out.rmdir()
         os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old / "data", out)  # put the previous dataset back
         raise
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def check_output(out: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -332,7 +338,7 @@ def write_prepared(
             **notes,
         }
 
-    with _staging(out, overwrite) as tmp:
+    with _staging(out) as tmp:
         # Threads overlap file I/O (each PNG is fsync'ed) with decoding and resizing, which release the GIL.
         # The pool is shut down (pending items cancelled) before the staging folder is removed on failure.
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare")
