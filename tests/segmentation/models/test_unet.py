@@ -19,7 +19,7 @@ from segmentation.models import UNet, create_segmenter
 )
 def test_unet_contract(segmenter_contract, kwargs):
     d = 2 ** kwargs["depth"]
-    model = segmenter_contract.all(lambda: UNet(**kwargs), sizes=[(32, 32), (32 + d, 64)])
+    model = segmenter_contract.all(lambda: UNet(**kwargs), sizes=[(16, 16), (16 + d, 24)])
     assert model.required_divisor == d
 
 
@@ -33,7 +33,8 @@ def test_unet_parameter_count_by_hand():
 def test_unet_default_matches_original_width():
     # Ronneberger's U-Net (64 base channels, depth 4, 2 classes) has about 31.0M weights; ours with BN and no conv
     # bias must land within 1% of that.
-    n = UNet(base_channels=64, out_channels=2).num_parameters()
+    with torch.device("meta"):
+        n = UNet(base_channels=64, out_channels=2).num_parameters()
     assert abs(n - 31.03e6) / 31.03e6 < 0.01, n
 
 
