@@ -55,7 +55,7 @@ from runtime.io import atomic_write_json
 from translation.guard import DivergenceGuard, Verdict
 from translation.metrics import histogram_distance, kid, kid_features
 
-__all__ = ["TranslationConfig", "TranslationResult", "train_translator", "translate_batches"]
+__all__ = ["TranslationConfig", "TranslationResult", "train_translator", "training_step", "translate_batches"]
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +229,46 @@ def translate_batches(fn: Any, images: Tensor, batch_size: int, device: torch.de
     return torch.cat(out)
 
 
+def training_step(translator: nn.Module, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, a: Tensor,
+                  b: Tensor, amp: bool = True) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """One optimisation step: the generator update (discriminators frozen), then the discriminator update.
+
+    The translations made in the generator step are handed to ``discriminator_losses`` (``fakes``), as in CycleGAN's
+    ``optimize_parameters``. Under bf16 autocast on CUDA when ``amp``; the device is the inputs'. This is the step
+    of :func:`train_translator` and of ``benchmarks/bench_translation.py``.
+
+    Args:
+        translator: a :class:`translation.base.Translator`.
+        opt_g: optimiser of ``translator.generator_parameters()``.
+        opt_d: optimiser of ``translator.discriminator_parameters()``.
+        a: a batch of domain A, ``[B, C, H, W]`` in ``[-1, 1]``.
+        b: a batch of domain B.
+        amp: bf16 autocast on CUDA.
+
+    Returns:
+        ``(generator_losses, discriminator_losses)``, the dicts the translator returned (not synchronised).
+    """
+    d_params = [p for group in opt_d.param_groups for p in group["params"]]
+    for p in d_params:
+        p.requires_grad_(False)
+    try:
+        fakes: dict[str, Tensor] = {}
+        with autocast(a.device, amp):
+            g_losses = translator.generator_losses(a, b, fakes=fakes)
+        opt_g.zero_grad(set_to_none=True)
+        g_losses["loss"].backward()
+    finally:
+        for p in d_params:
+            p.requires_grad_(True)
+    opt_g.step()
+    with autocast(a.device, amp):
+        d_losses = translator.discriminator_losses(a, b, fakes=fakes)
+    opt_d.zero_grad(set_to_none=True)
+    d_losses["loss"].backward()
+    opt_d.step()
+    return g_losses, d_losses
+
+
 class _Trainer:
     """The state of one run; :func:`train_translator` is its public face."""
 
@@ -284,25 +324,7 @@ class _Trainer:
 
     # ----------------------------------------------------------------------------------------- one step
     def train_step(self, a: Tensor, b: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """Generator update (discriminators frozen), then discriminator update; returns both loss dicts."""
-        d_params = [p for group in self.opt_d.param_groups for p in group["params"]]
-        for p in d_params:
-            p.requires_grad_(False)
-        try:
-            fakes: dict[str, Tensor] = {}
-            with autocast(self.device, self.amp):
-                g_losses = self.model.generator_losses(a, b, fakes=fakes)
-            self.opt_g.zero_grad(set_to_none=True)
-            g_losses["loss"].backward()
-        finally:
-            for p in d_params:
-                p.requires_grad_(True)
-        self.opt_g.step()
-        with autocast(self.device, self.amp):
-            d_losses = self.model.discriminator_losses(a, b, fakes=fakes)
-        self.opt_d.zero_grad(set_to_none=True)
-        d_losses["loss"].backward()
-        self.opt_d.step()
+        g_losses, d_losses = training_step(self.model, self.opt_g, self.opt_d, a, b, amp=self.amp)
         self.sched_g.step()
         self.sched_d.step()
         return g_losses, d_losses
@@ -406,13 +428,21 @@ class _Trainer:
         return translate_batches(fn, images, self.config.batch_size * 4, self.device, self.amp, self.channels_last)
 
     def evaluate(self) -> dict[str, Any]:
-        """Held-out figures: histogram distance, KID (mean and standard error), cycle error, per direction."""
+        """Held-out figures: histogram distance, KID (mean and standard error), cycle error, per direction.
+
+        A translator with ``update_domain_style`` (MUNIT) first gets the mean style codes of the training images,
+        so that evaluation, and the saved translator (the last evaluation precedes the save), use them.
+        """
         config = self.config
         was_training = self.model.training
         self.model.eval()
         record: dict[str, Any] = {"step": self.step, "epoch": self.step / self.steps_per_epoch,
                                   "source": self.eval_source}
         try:
+            if hasattr(self.model, "update_domain_style"):  # MUNIT: translate with each domain's mean style code
+                with torch.no_grad():
+                    self.model.update_domain_style(self.images_a, "a", batch_size=self.config.batch_size * 4)
+                    self.model.update_domain_style(self.images_b, "b", batch_size=self.config.batch_size * 4)
             for direction, source, target in (("a2b", self.eval_a, self.eval_b), ("b2a", self.eval_b, self.eval_a)):
                 back = "b2a" if direction == "a2b" else "a2b"
                 fake = self.translate(direction, source)

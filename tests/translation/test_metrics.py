@@ -8,6 +8,15 @@ import torch
 from translation.metrics import FeatureNet, histogram_distance, kid, kid_features, mmd2_unbiased
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # small convolutions on 32-pixel images: a second OpenMP thread only adds contention on a shared machine
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_histogram_distance_hand_computed():
     # 4 bins over [-1, 1]: width 0.5, every pixel of x in bin 0 (centre -0.75), of y in bin 3 (centre 0.75):
     # the earth mover's distance moves all mass 1.5.

@@ -193,3 +193,17 @@ def test_learning_rate_constant_then_linear_decay():
     schedule = _ConstantThenLinearDecay(10, 0.5)
     assert [schedule(s) for s in range(11)] == pytest.approx([1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2, 0])
     assert _ConstantThenLinearDecay(4, 1.0)(3) == 1.0
+
+
+@pytest.mark.parametrize("name", ["unit", "munit"])
+def test_other_translators_train_through_the_same_loop(name, data, tmp_path):
+    torch.manual_seed(0)
+    translator = create_translator(name, preset="tiny")
+    config = _config(iterations=2, eval_every=2, guard_window=1)
+    result = train_translator(translator, data["a"][:4], data["b"][:4], config, tmp_path / name)
+    assert result.steps == 2 and {"g/gan_ab", "g/gan_ba", "d/loss"} <= set(result.final_losses)
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.final_losses.values())
+    loaded, _ = load_translator(result.translator_path)
+    if name == "munit":  # the saved translator carries the domain styles the loop computed
+        assert loaded.domain_style_b.abs().sum() > 0
+        assert torch.equal(loaded.domain_style_b, translator.domain_style_b)
