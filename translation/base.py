@@ -36,11 +36,14 @@ class Translator(nn.Module, abc.ABC):
 
     Attributes:
         name: the key of the translator in ``translation.TRANSLATORS``.
+        channels: image channels of both domains.
+        required_divisor: image height and width must be multiples of it (tile or pad other sizes).
         presets: named sets of constructor keywords ("default" matches the paper; "tiny" is for CPU tests and close to
             what Oliveira & dos Santos 2018 could afford).
     """
 
     name: ClassVar[str] = ""
+    required_divisor: int = 1
     presets: ClassVar[dict[str, dict[str, Any]]] = {"default": {}}
 
     def __init__(self) -> None:

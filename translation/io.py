@@ -47,7 +47,9 @@ def save_translator(translator: Translator, path: str | os.PathLike, metadata: d
     try:
         metadata = json.loads(json.dumps(metadata))
     except (TypeError, ValueError) as err:
-        raise ValueError(f"expected JSON-able metadata, got {err}; convert tensors and paths to lists and strings") from None
+        raise ValueError(
+            f"expected JSON-able metadata, got {err}; convert tensors and paths to lists and strings"
+        ) from None
     state = {
         k: v.detach().cpu().clone()
         for k, v in translator.state_dict().items()
@@ -71,10 +73,10 @@ def load_translator(
 
     Args:
         path: the translator file.
-        map_location: where to put the weights.
+        map_location: the device to load onto ("cpu", "cuda", a ``torch.device``).
 
     Returns:
-        ``(translator, metadata)``; the translator is in eval mode.
+        ``(translator, metadata)``; the translator is on ``map_location`` and in eval mode.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -116,5 +118,6 @@ def load_translator(
             f"translator file {path} does not fit its {name} config: missing {missing}, unexpected {unexpected}; "
             "save it again with translation.save_translator"
         )
+    translator.to(torch.device(map_location) if isinstance(map_location, str) else map_location)
     translator.eval()
     return translator, payload["metadata"]

@@ -138,7 +138,10 @@ class AdaINDecoder(nn.Module):
         layers: list[nn.Module] = []
         channels = content_channels
         for _ in range(n_upsampling):
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), conv_block(channels, channels // 2, 5, norm="layer")]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                conv_block(channels, channels // 2, 5, norm="layer"),
+            ]
             channels //= 2
         layers.append(conv_block(channels, out_channels, 7, norm="none", activation="tanh"))
         self.upsample = nn.Sequential(*layers)
@@ -167,8 +170,8 @@ class MUNIT(Translator):
     with the style of one picked or random image, which makes the result depend on that pick.
 
     Generator step (weights of the paper): adversarial ``lambda_gan``; image reconstruction
-    ``lambda_image * |G_A(E^c_A(a), E^s_A(a)) - a|_1``; content reconstruction ``lambda_content * |E^c_B(x_ab) - c_a|_1``;
-    style reconstruction ``lambda_style * |E^s_B(x_ab) - s_b|_1``; optional cycle ``lambda_cycle`` (0 in the paper's
+    ``lambda_image * |G_A(E^c_A(a), E^s_A(a)) - a|_1``; content reconstruction
+    ``lambda_content * |E^c_B(x_ab) - c_a|_1``; style reconstruction ``lambda_style * |E^s_B(x_ab) - s_b|_1``; optional cycle ``lambda_cycle`` (0 in the paper's
     main configuration). Discriminator step: multi-scale discriminators, weighted ``lambda_gan``.
 
     Args:
