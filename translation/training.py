@@ -59,7 +59,7 @@ __all__ = ["TranslationConfig", "TranslationResult", "train_translator", "traini
 
 logger = logging.getLogger(__name__)
 
-_UNCHECKED_ON_RESUME = ("progress", "log_every", "image_every")
+_UNCHECKED_ON_RESUME = ("progress", "log_every", "image_every", "sync_every")
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,9 @@ class TranslationConfig:
         checkpoint_every: steps between checkpoints (one is also written at step 0 and at the end).
         keep_checkpoints: newest checkpoints kept (plus the newest good one, for rollbacks).
         log_every: steps between loss logs to TensorBoard.
+        sync_every: steps whose losses are read back (one device sync) and checked by the guard together; 1 checks
+            each step, a larger value keeps a GPU busy. Logs, evaluations and checkpoints always come after a check,
+            so a checkpoint never holds an unchecked step.
         image_every: steps between image grids (0: only at the evaluations).
         eval_every: steps between held-out evaluations; 0 means once per epoch (``max(N_a, N_b) // batch_size``).
         eval_images: at most this many held-out images per domain are evaluated.
@@ -110,6 +113,7 @@ class TranslationConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 2
     log_every: int = 10
+    sync_every: int = 1
     image_every: int = 0
     eval_every: int = 0
     eval_images: int = 64
@@ -128,8 +132,8 @@ class TranslationConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        positive = ("iterations", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "eval_images",
-                    "kid_subsets", "guard_window")
+        positive = ("iterations", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "sync_every",
+                    "eval_images", "kid_subsets", "guard_window")
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -422,6 +426,23 @@ class _Trainer:
             with open(self.run_dir / "train.log", "a", encoding="utf-8") as f:
                 f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
+    def check(self, pending: list[tuple[int, list[str], Tensor]]) -> dict[str, float] | None:
+        """Feed the pending steps' losses to the guard; roll back and return None on a verdict, else the last losses."""
+        last: dict[str, float] = {}
+        values = torch.stack([v for _, _, v in pending]).tolist() if len(
+            {len(n) for _, n, _ in pending}) == 1 else [v.tolist() for _, _, v in pending]
+        for (step, names, _), row in zip(pending, values):
+            last = dict(zip(names, row))
+            if self.guard is not None:
+                verdict = self.guard.update(step, {k[2:]: v for k, v in last.items() if k.startswith("d/")},
+                                            {k[2:]: v for k, v in last.items() if k.startswith("g/")})
+                if verdict is not None:
+                    self.roll_back(verdict)
+                    return None
+            elif not all(math.isfinite(v) for v in row):
+                raise RuntimeError(f"non-finite loss at step {step}: {last}; enable the guard or lower the lr")
+        return last
+
     # ----------------------------------------------------------------------------------------- evaluation
     def translate(self, direction: str, images: Tensor) -> Tensor:
         fn = self.model.a_to_b if direction == "a2b" else self.model.b_to_a
@@ -499,30 +520,31 @@ class _Trainer:
         if not self.checkpoints():
             self.save()
         last: dict[str, float] = {}
+        pending: list[tuple[int, list[str], Tensor]] = []
         bar = progress(total=config.iterations, initial=self.step, desc="translate", enabled=config.progress)
         try:
             while self.step < config.iterations:
                 a, b = self.batch(self.step)
                 g_losses, d_losses = self.train_step(a, b)
                 names = [f"g/{k}" for k in g_losses] + [f"d/{k}" for k in d_losses]
-                values = torch.stack([v.detach().float().reshape(()) for v in (*g_losses.values(),
-                                                                              *d_losses.values())]).tolist()
-                last = dict(zip(names, values))
-                if self.guard is not None:
-                    verdict = self.guard.update(
-                        self.step, {k[2:]: v for k, v in last.items() if k.startswith("d/")},
-                        {k[2:]: v for k, v in last.items() if k.startswith("g/")})
-                    if verdict is not None:
-                        self.roll_back(verdict)
-                        if hasattr(bar, "refresh"):
-                            bar.n = self.step
-                            bar.refresh()
-                        continue
-                elif not all(math.isfinite(v) for v in values):
-                    raise RuntimeError(f"non-finite loss at step {self.step}: {last}; enable the guard or lower lr")
+                pending.append((self.step, names, torch.stack(
+                    [v.detach().float().reshape(()) for v in (*g_losses.values(), *d_losses.values())])))
                 self.step += 1
                 bar.update(1)
-                if self.step % config.log_every == 0 or self.step == config.iterations:
+                due_log = self.step % config.log_every == 0
+                due_eval = self.step % self.eval_every == 0 or self.step == config.iterations
+                due_save = self.step % config.checkpoint_every == 0 or self.step == config.iterations
+                if len(pending) < config.sync_every and not (due_log or due_eval or due_save):
+                    continue
+                # one device sync for the pending steps; nothing is logged, evaluated or saved before this check
+                checked, pending = self.check(pending), []
+                if checked is None:
+                    if hasattr(bar, "refresh"):
+                        bar.n = self.step
+                        bar.refresh()
+                    continue
+                last = checked
+                if due_log:
                     self.log.scalars(last, self.step, prefix="train")
                     self.log.scalars({"g": self.opt_g.param_groups[0]["lr"], "d": self.opt_d.param_groups[0]["lr"]},
                                      self.step, prefix="lr")
@@ -533,9 +555,9 @@ class _Trainer:
                     self.model.eval()
                     self.image_grid()
                     self.model.train(was_training)
-                if self.step % self.eval_every == 0 or self.step == config.iterations:
+                if due_eval:
                     self.log_evaluation(self.evaluate())
-                if self.step % config.checkpoint_every == 0 or self.step == config.iterations:
+                if due_save:
                     self.save()
         finally:
             if hasattr(bar, "close"):

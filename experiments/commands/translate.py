@@ -98,6 +98,8 @@ def translate() -> None:
 @click.option("--checkpoint-every", type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps between held-out evaluations; 0 = once per epoch.")
+@click.option("--sync-every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Steps whose losses are read back and checked by the divergence guard at once (10 keeps a GPU busy).")
 @click.option("--run-dir", type=_OUT, required=True,
               help="Run folder: config.json, checkpoints/, tb/, metrics.json, translator.pt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped.")
@@ -106,8 +108,8 @@ def translate() -> None:
 @click.option("--dry-run", is_flag=True, help="Print the resolved configuration and exit.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iterations: int, batch_size: int, lr: float,
-          seed: int, held_out: float, checkpoint_every: int, eval_every: int, run_dir: Path, resume: bool, device: str,
-          no_amp: bool, dry_run: bool, quiet: bool) -> None:
+          seed: int, held_out: float, checkpoint_every: int, eval_every: int, sync_every: int, run_dir: Path,
+          resume: bool, device: str, no_amp: bool, dry_run: bool, quiet: bool) -> None:
     """Train a translator between the images of --a and --b.
 
     \b
@@ -122,7 +124,7 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
     try:
         config = TranslationConfig(
             iterations=iterations, batch_size=batch_size, lr=lr, seed=seed, amp=not no_amp,
-            checkpoint_every=checkpoint_every, eval_every=eval_every, domain_a=dir_a.resolve().name,
+            checkpoint_every=checkpoint_every, eval_every=eval_every, sync_every=sync_every, domain_a=dir_a.resolve().name,
             domain_b=dir_b.resolve().name, progress=not quiet)
     except ValueError as err:
         raise click.ClickException(str(err)) from err

@@ -129,7 +129,8 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
     assert "resumed from step_00000003.pt" in (tmp_path / "cut" / "train.log").read_text()
 
 
-def test_guard_recovers_from_injected_nan(data, tmp_path):
+@pytest.mark.parametrize("sync_every", [1, 3])
+def test_guard_recovers_from_injected_nan(data, tmp_path, sync_every):
     translator = _tiny()
     original = translator.generator_losses
     calls = {"n": 0}
@@ -142,9 +143,10 @@ def test_guard_recovers_from_injected_nan(data, tmp_path):
         return losses
 
     translator.generator_losses = poisoned
-    config = _config(iterations=10, checkpoint_every=4, eval_every=5, guard_lr_factor=0.5)
+    config = _config(iterations=10, checkpoint_every=4, eval_every=5, guard_lr_factor=0.5, sync_every=sync_every)
     result = train_translator(translator, data["a"], data["b"], config, tmp_path / "run")
-    assert result.steps == 10 and calls["n"] == 12  # 10 steps + the two undone (4 and the poisoned 5)
+    # 10 steps + those undone: 4 and the poisoned 5 (checked at once), or 4 to 7 (checked before the save at 8)
+    assert result.steps == 10 and calls["n"] == (12 if sync_every == 1 else 14)
     assert len(result.rollbacks) == 1
     event = result.rollbacks[0]
     assert event["kind"] == "non_finite" and event["step"] == 5 and event["to_step"] == 4
