@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segmentation.data.io import DataError, read_image, read_mask
+from segmentation.data.io import DataError, read_image
 
 ORGANS: tuple[str, ...] = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
 """The five SCR organs; left and right are the patient's (``left_lung`` is on the image's right)."""
@@ -315,7 +316,8 @@ def load_dataset(
     for organ in organs:
         folder = root / "masks" / organ
         if not folder.is_dir():
-            present = sorted(p.name for p in (root / "masks").iterdir() if p.is_dir()) if (root / "masks").is_dir() else []
+            mask_root = root / "masks"
+            present = sorted(p.name for p in mask_root.iterdir() if p.is_dir()) if mask_root.is_dir() else []
             raise DataError(
                 f"{folder}: missing mask folder for organ {organ!r} (present: {present}); "
                 "choose classes this dataset has, or load with masks=False"
@@ -335,35 +337,41 @@ def load_dataset(
             )
         organ_files[organ] = files
 
-    image_list: list[Tensor] = []
-    mask_list: list[Tensor] = []
-    stored_sizes: list[tuple[int, int]] = []
-    for path, image_id in zip(paths, ids):
+    def read_one(path: Path, image_id: str) -> tuple[Tensor, Tensor | None, tuple[int, int]]:
         array = read_image(path)
         scale = 65535.0 if array.dtype == np.uint16 else 255.0
         image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
-        stored_sizes.append((array.shape[0], array.shape[1]))
-        target = out_size or stored_sizes[0]
-        if out_size is None and array.shape != stored_sizes[0]:
-            raise DataError(
-                f"{path}: size {array.shape} differs from {stored_sizes[0]} of {paths[0].name}; "
-                "pass a size to resize all images to one size"
-            )
-        image_list.append(resize_images(image, target)[0])
+        target = out_size or (array.shape[0], array.shape[1])
+        mask_tensor = None
         if masks:
             organ_masks: dict[str, np.ndarray] = {}
             for organ in organs:
                 mask_path = organ_files[organ][image_id]
-                mask = read_mask(mask_path, strict=False)
+                mask = read_image(mask_path)  # as read_mask(strict=False): foreground above half range
                 if mask.shape != array.shape:
                     raise DataError(
                         f"{mask_path}: mask of size {mask.shape} for an image of size {array.shape} ({path}); "
                         "re-prepare the dataset so masks match their images"
                     )
-                organ_masks[organ] = mask
+                organ_masks[organ] = mask > (65535 if mask.dtype == np.uint16 else 255) // 2
             channels = np.stack([np.logical_or.reduce([organ_masks[o] for o in group]) for group in groups])
-            mask_tensor = torch.from_numpy(channels.astype(np.float32))[None]
-            mask_list.append(resize_masks(mask_tensor, target)[0])
+            mask_tensor = resize_masks(torch.from_numpy(channels.astype(np.float32))[None], target)[0]
+        return resize_images(image, target)[0], mask_tensor, (array.shape[0], array.shape[1])
+
+    # PNG decoding releases the GIL: a few threads read several files at once.
+    workers = max(1, min(8, (os.cpu_count() or 1)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        loaded = list(pool.map(read_one, paths, ids))
+    stored_sizes = [size_ for _, _, size_ in loaded]
+    if out_size is None:
+        for path, stored in zip(paths, stored_sizes):
+            if stored != stored_sizes[0]:
+                raise DataError(
+                    f"{path}: size {stored} differs from {stored_sizes[0]} of {paths[0].name}; "
+                    "pass a size to resize all images to one size"
+                )
+    image_list = [image for image, _, _ in loaded]
+    mask_list = [mask for _, mask, _ in loaded]
 
     images = torch.stack(image_list).clamp_(0.0, 1.0)
     mask_tensor = torch.stack(mask_list) if masks else None
