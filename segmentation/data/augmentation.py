@@ -197,6 +197,11 @@ class Augmenter(nn.Module):
                     torch.cuda.manual_seed(seed)
             yield
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The augmenter's own CPU generator (``seed`` given), whose state a checkpoint saves; else ``None``."""
+        return self._generator
+
     def _flip(
         self, images: Tensor, masks: Tensor | None, prob: float, dim: int, swap: bool
     ) -> tuple[Tensor, Tensor | None]:
