@@ -5,6 +5,7 @@ training_step`): the generator update (all generator losses, backward, Adam) the
 counts one image of each domain per batch element (``batch_size * steps / s``), the convention of the original
 CycleGAN code, where batch 1 means one A and one B image per iteration. Random inputs in [-1, 1] already on the
 device; warm-up steps (cuDNN autotuning, ``torch.compile``) are not timed; CUDA is synchronised around the timing.
+The process CPU time is reported too: on a shared, loaded CPU machine wall time overstates the cost of a step.
 
 Reference point (issue 4): a plain PyTorch ResNet-9 CycleGAN step on one H100 runs at about 12 images/s at batch 1,
 fp32, eager; batch 8 + bf16 + channels_last at about 49 images/s; the target here is >= 120 images/s.
@@ -60,11 +61,12 @@ def measure(model: str, preset: str, size: int, batch_size: int, device: torch.d
     _sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(iterations):
         g, d = training_step(translator, opt_g, opt_d, a, b, amp=amp)
     _sync(device)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start
     finite = bool(torch.isfinite(g["loss"]).item() and torch.isfinite(d["loss"]).item())
     row = {
         "model": model, "preset": preset, "size": size, "batch_size": batch_size, "device": str(device),
@@ -72,6 +74,7 @@ def measure(model: str, preset: str, size: int, batch_size: int, device: torch.d
         "iterations": iterations, "warmup": warmup, "seconds": round(seconds, 3),
         "step_ms": round(1000 * seconds / iterations, 2),
         "images_per_s": round(batch_size * iterations / seconds, 2),
+        "process_cpu_seconds": round(cpu_seconds, 3),
         "parameters": sum(p.numel() for p in translator.parameters()), "finite": finite,
     }
     if device.type == "cuda":

@@ -59,7 +59,7 @@ __all__ = ["TranslationConfig", "TranslationResult", "train_translator", "traini
 
 logger = logging.getLogger(__name__)
 
-_UNCHECKED_ON_RESUME = ("progress", "log_every", "image_every", "sync_every")
+_UNCHECKED_ON_RESUME = ("progress", "log_every", "image_every", "sync_every", "figures")
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,7 @@ class TranslationConfig:
         kid_subsets: number of KID subsets.
         kid_size: side of the images in the KID feature network.
         hist_bins: bins of the histogram distance.
+        figures: also log a matplotlib figure of the grey-level histograms at each evaluation.
         guard: use the divergence guard.
         guard_window: steps a winning discriminator must persist.
         guard_d_floor: discriminator total loss below which it "wins" (LSGAN scale: 0 for a perfect one).
@@ -121,6 +122,7 @@ class TranslationConfig:
     kid_subsets: int = 50
     kid_size: int = 128
     hist_bins: int = 64
+    figures: bool = True
     guard: bool = True
     guard_window: int = 200
     guard_d_floor: float = 0.02
@@ -469,6 +471,7 @@ class _Trainer:
                 fake = self.translate(direction, source)
                 cycled = self.translate(back, fake)
                 record[f"hist/{direction}"] = histogram_distance(fake, target, bins=config.hist_bins)
+                self.histogram_figure(direction, source, fake, target)
                 record[f"cycle_l1/{direction}"] = float((cycled - source.float()).abs().mean())
                 if source.shape[0] >= 2 and target.shape[0] >= 2:
                     if direction not in self._real_features:
@@ -489,6 +492,29 @@ class _Trainer:
         finally:
             self.model.train(was_training)
         return record
+
+    def histogram_figure(self, direction: str, source: Tensor, fake: Tensor, target: Tensor) -> None:
+        """TensorBoard figure: grey-level histograms of the source, its translation and the real target images."""
+        if not self.log.active or not self.config.figures:
+            return
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:  # pragma: no cover - matplotlib is optional
+            return
+        figure, axis = plt.subplots(figsize=(5, 3), dpi=80)
+        edges = torch.linspace(-1, 1, self.config.hist_bins + 1)
+        for label, images in (("source", source), ("translated", fake), ("real target", target)):
+            counts = torch.histc(images.detach().float().cpu().clamp(-1, 1), bins=self.config.hist_bins, min=-1, max=1)
+            axis.stairs((counts / counts.sum()).numpy(), edges.numpy(), label=label)
+        axis.set_xlabel("grey level ([-1, 1])")
+        axis.set_title(f"{direction}, step {self.step}")
+        axis.legend(fontsize=7)
+        figure.tight_layout()
+        self.log.figure(f"histograms/{direction}", figure, self.step)
+        plt.close(figure)
 
     def image_grid(self) -> None:
         """TensorBoard grids: rows a, G_AB(a), G_BA(G_AB(a)) and b, G_BA(b), G_AB(G_BA(b))."""

@@ -46,7 +46,7 @@ def _tiny(seed: int = 0):
 
 def _config(**kwargs) -> TranslationConfig:
     base = dict(iterations=8, batch_size=2, checkpoint_every=3, eval_every=4, kid_size=32, kid_subset_size=4,
-                kid_subsets=5, progress=False)
+                kid_subsets=5, progress=False, figures=False)
     return TranslationConfig(**{**base, **kwargs})
 
 
@@ -54,7 +54,7 @@ def _config(**kwargs) -> TranslationConfig:
 def trained(data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("translate") / "run"
     config = _config(iterations=60, eval_every=20, checkpoint_every=30, image_every=30, domain_a="pa",
-                     domain_b="pb")
+                     domain_b="pb", figures=True)
     result = train_translator(_tiny(), data["a"], data["b"], config, run_dir, held_out_a=data["held_a"],
                               held_out_b=data["held_b"])
     return result
@@ -81,7 +81,14 @@ def test_run_folder_and_saved_translator(trained, data):
     assert json.loads((run / "config.json").read_text())["iterations"] == 60
     metrics = json.loads((run / "metrics.json").read_text())
     assert len(metrics["history"]) == 4 and metrics["rollbacks"] == []
-    assert list((run / "tb").glob("events.out.tfevents*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars, images = set(events.Tags()["scalars"]), set(events.Tags()["images"])
+    assert {"train/g/gan_ab", "train/g/cycle_a", "train/d/d_b_fake", "lr/g", "held_out/hist/b2a",
+            "held_out/kid/b2a", "held_out/kid_se/b2a", "held_out/cycle_l1/a2b"} <= scalars
+    assert {"images/a_translated_cycled", "images/b_translated_cycled", "histograms/b2a"} <= images
+    assert [e.step for e in events.Scalars("held_out/kid/a2b")] == [0, 20, 40, 60]
     assert sorted(p.name for p in (run / "checkpoints").glob("*.pt")) == ["step_00000030.pt", "step_00000060.pt"]
     loaded, metadata = load_translator(trained.translator_path)
     assert metadata["domains"] == {"a": "pa", "b": "pb"} and metadata["image_size"] == [SIZE, SIZE]
