@@ -91,6 +91,31 @@ def test_apply_translates_a_folder_at_any_size(folders, trained_run, tmp_path):
     assert not np.array_equal(got, same)  # it did translate
 
 
+def test_apply_reads_dicom(trained_run, tmp_path):
+    pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    run_dir, _ = trained_run
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    images = tmp_path / "dicom"
+    images.mkdir()
+    ds = FileDataset(str(images / "x.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 36, 30, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = np.random.default_rng(1).integers(0, 4096, (36, 30)).astype("<u2").tobytes()
+    ds.save_as(images / "x.dcm", enforce_file_format=True)
+    result = CliRunner().invoke(cli, ["translate", "apply", "--translator", str(run_dir / "translator.pt"),
+                                      "--direction", "a2b", "--images", str(images), "--out", str(tmp_path / "o"),
+                                      "--device", "cpu", "--quiet"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    out = read_image(tmp_path / "o" / "x.png")
+    assert out.shape == (36, 30) and out.dtype == np.uint16  # 12-bit source: written as 16-bit PNG
+
+
 def test_dry_run_and_bad_arguments(folders, tmp_path):
     runner = CliRunner()
     dry = runner.invoke(cli, _train_args(folders, tmp_path / "dry", "--dry-run"))
