@@ -299,6 +299,7 @@ def load_dataset(
         images ``[N, 1, H, W]``, masks ``[N, len(classes), H, W]``.
     """
     root = Path(root)
+    classes = (classes,) if isinstance(classes, str) else tuple(classes)
     groups = resolve_classes(classes)
     out_size = _check_size(size)
     if not root.is_dir():

@@ -60,6 +60,7 @@ def test_load_resized_label_safe_and_16bit(tmp_path):
     assert set(data.masks.unique().tolist()) <= {0.0, 1.0}
     # an 8x8 square at 32 px is 4x4 = 16 pixels at 16 px
     assert int(data.masks[0].sum()) == 16
+    assert load_dataset(root, classes="left_lung", size=16).classes == ("left_lung",)  # a single name
     unlabelled = load_dataset(root, size=(8, 12), masks=False)
     assert unlabelled.masks is None and unlabelled.images.shape == (3, 1, 8, 12)
 
