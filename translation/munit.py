@@ -184,7 +184,7 @@ class MUNIT(Translator):
         mlp_dim: width of the MLP producing AdaIN parameters (256).
         mlp_layers: layers of that MLP (3).
         disc_channels: channels of the discriminators' first layer (64).
-        disc_layers: stride-2 layers of each PatchGAN (4).
+        disc_layers: stride-2 layers of each discriminator (4), followed by a 1x1 head.
         disc_scales: scales of the multi-scale discriminators (3).
         norm: content-encoder normalisation: "instance" (paper), "layer" or "none".
         gan_mode: "lsgan" (paper), "bce" or "hinge".
@@ -206,7 +206,7 @@ class MUNIT(Translator):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
         "tiny": {"base_channels": 8, "n_downsampling": 1, "n_blocks": 1, "style_downsampling": 2, "mlp_dim": 16,
-                 "mlp_layers": 2, "disc_channels": 8, "disc_layers": 1, "disc_scales": 2},
+                 "mlp_layers": 2, "disc_channels": 8, "disc_layers": 2, "disc_scales": 2},
     }
 
     def __init__(

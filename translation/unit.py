@@ -47,7 +47,7 @@ class UNIT(Translator):
         n_blocks: domain-specific residual blocks in each encoder and each generator (3).
         n_shared_blocks: shared residual blocks on each side of the latent code (1; >= 1).
         disc_channels: channels of the discriminators' first layer (64).
-        disc_layers: stride-2 layers of each PatchGAN (4).
+        disc_layers: stride-2 layers of each discriminator (4), followed by a 1x1 head.
         disc_scales: scales of the multi-scale discriminators (3).
         norm: normalisation in the generators: "instance" (paper), "layer" or "none".
         gan_mode: "lsgan" (paper), "bce" or "hinge".
@@ -69,7 +69,7 @@ class UNIT(Translator):
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "default": {},
         "tiny": {"base_channels": 8, "n_downsampling": 1, "n_blocks": 0, "n_shared_blocks": 1, "disc_channels": 8,
-                 "disc_layers": 1, "disc_scales": 2},
+                 "disc_layers": 2, "disc_scales": 2},
     }
 
     def __init__(

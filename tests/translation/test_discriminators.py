@@ -32,9 +32,18 @@ def test_patch_discriminator_receptive_field_is_70():
 
 
 def test_multiscale_discriminator_returns_one_map_per_scale():
-    d = MultiScaleDiscriminator(in_channels=1, base_channels=4, n_layers=1, num_scales=3)
+    d = MultiScaleDiscriminator(in_channels=1, base_channels=4, n_layers=2, num_scales=3)
     outs = d(torch.randn(2, 1, 32, 32))
-    assert [tuple(o.shape) for o in outs] == [(2, 1, 14, 14), (2, 1, 6, 6), (2, 1, 2, 2)]
+    assert [tuple(o.shape) for o in outs] == [(2, 1, 8, 8), (2, 1, 4, 4), (2, 1, 2, 2)]  # 1x1 head: s / 2**n
+    patch = MultiScaleDiscriminator(in_channels=1, base_channels=4, n_layers=1, num_scales=3, head="patchgan")
+    assert [tuple(o.shape[-2:]) for o in patch(torch.randn(1, 1, 32, 32))] == [(14, 14), (6, 6), (2, 2)]
+
+
+def test_munit_discriminator_is_the_paper_architecture():
+    """MUNIT's per-scale discriminator: 4x4 stride-2 convs 64-128-256-512 and a 1x1 head (2,755,009 weights, 1 ch)."""
+    d = MultiScaleDiscriminator(in_channels=1, base_channels=64, n_layers=4, num_scales=3)
+    assert sum(p.numel() for p in d.scales[0].parameters()) == 2_755_009
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in d.scales[0].modules()) == 5
 
 
 def test_discriminator_bad_arguments():
@@ -50,10 +59,14 @@ def test_discriminator_bad_arguments():
     assert PatchDiscriminator(base_channels=2, n_layers=3)(torch.randn(1, 1, 24, 24)).shape[-1] == 1
     with pytest.raises(ValueError, match=r"expected discriminator input of at least 24 px with n_layers=3"):
         PatchDiscriminator(base_channels=2, n_layers=3)(torch.randn(1, 1, 23, 64))
-    ms = MultiScaleDiscriminator(base_channels=2, n_layers=1, num_scales=3)
+    ms = MultiScaleDiscriminator(base_channels=2, n_layers=1, num_scales=3, head="patchgan")
     assert ms.min_size == 21 and ms(torch.randn(1, 1, 21, 21))[-1].shape[-1] == 1  # ceil(21 / 4) = 6 = 3 * 2
     with pytest.raises(ValueError, match="at least 21 px with n_layers=1 and num_scales=3"):
         ms(torch.randn(1, 1, 20, 20))
+    ms = MultiScaleDiscriminator(base_channels=2, n_layers=3, num_scales=2)  # 1x1 head: ceil(s / 2) >= 2**3
+    assert ms.min_size == 15 and ms(torch.randn(1, 1, 15, 15))[-1].shape[-1] == 1
+    with pytest.raises(ValueError, match="expected head in"):
+        PatchDiscriminator(head="linear")
 
 
 @pytest.mark.parametrize("cls_kwargs", [(ResnetGenerator, {"n_blocks": 2}), (UnetGenerator, {"num_downs": 3})])

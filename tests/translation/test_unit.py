@@ -119,4 +119,4 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match=r"expected images of shape \[B, 1, H, W\], got \(1, 1, 32\)"):
         t.a_to_b(torch.zeros(1, 1, 32))
     with pytest.raises(ValueError, match="expected discriminator input of at least"):
-        create_translator("unit", "tiny", disc_layers=3).discriminator_losses(images(1), images(1))
+        create_translator("unit", "tiny", disc_layers=5).discriminator_losses(images(1), images(1))
