@@ -231,7 +231,8 @@ def _read_metadata(root: Path) -> dict[str, Any]:
     return meta
 
 
-def _spacing_of(entry: Any) -> float | None:
+def _spacing_of(entry: Any) -> tuple[float, float] | None:
+    """``(row, column)`` spacing in mm from a dataset.json value: a number, ``[row, col]``, or an object holding one."""
     if isinstance(entry, dict):
         for key in _SPACING_KEYS:
             if key in entry:
@@ -241,24 +242,29 @@ def _spacing_of(entry: Any) -> float | None:
         return None
     if isinstance(entry, (list, tuple)):
         values = [float(v) for v in entry if v is not None]
-        return float(np.mean(values)) if values else None
-    return float(entry)
+        if len(values) == 1:
+            return values[0], values[0]
+        return (values[0], values[1]) if len(values) >= 2 else None
+    return float(entry), float(entry)
 
 
-def _stored_spacings(meta: dict[str, Any], ids: list[str]) -> list[float | None] | None:
-    """Pixel spacing (mm) of each stored image, from dataset.json, or None when it says nothing."""
-    default = _spacing_of(meta)
-    per_image: dict[str, Any] = {}
-    images_meta = meta.get("images")
-    if isinstance(images_meta, dict):
-        per_image = images_meta
-    elif isinstance(images_meta, list):
-        per_image = {str(entry.get("id")): entry for entry in images_meta if isinstance(entry, dict)}
-    spacings = []
-    for image_id in ids:
-        entry = per_image.get(image_id)
-        value = _spacing_of(entry) if entry is not None else None
-        spacings.append(value if value is not None else default)
+def _stored_spacings(meta: dict[str, Any], ids: list[str]) -> list[tuple[float, float] | None] | None:
+    """Pixel spacing ``(row, col)`` in mm of each stored image, from dataset.json, or None when it says nothing."""
+    try:
+        default = _spacing_of(meta)
+        per_image: dict[str, Any] = {}
+        images_meta = meta.get("images")
+        if isinstance(images_meta, dict):
+            per_image = images_meta
+        elif isinstance(images_meta, list):
+            per_image = {str(entry.get("id")): entry for entry in images_meta if isinstance(entry, dict)}
+        spacings = []
+        for image_id in ids:
+            entry = per_image.get(image_id)
+            value = _spacing_of(entry) if entry is not None else None
+            spacings.append(value if value is not None else default)
+    except (TypeError, ValueError) as err:
+        raise DataError(f"dataset.json: unreadable pixel spacing ({err}); fix or delete it (it is optional)") from err
     return None if all(s is None for s in spacings) else spacings
 
 
@@ -274,10 +280,11 @@ def load_dataset(
     anti-aliased bilinear filter; masks are resized label-safe (:func:`resize_masks`). A class that
     unites several organs (``"lungs"``) is the union of their masks.
 
-    ``dataset.json`` is optional. When it gives a pixel spacing in millimetres, either for all
-    images (top-level ``"pixel_spacing_mm"``) or per image (``"images": {"<id>":
-    {"pixel_spacing_mm": ...}}`` or a list of objects with ``"id"``), it is taken as the spacing of
-    the stored PNG and rescaled to the loaded size.
+    ``dataset.json`` is optional. When it gives a pixel spacing in millimetres (a number, or
+    ``[row, column]``), either for all images (top-level ``"pixel_spacing_mm"``) or per image
+    (``"images": [{"id": "<id>", "pixel_spacing_mm": ...}, ...]`` as ``prepare`` writes it, or
+    ``"images": {"<id>": {...}}``), it is taken as the spacing of the stored PNG, rescaled to the
+    loaded size, and averaged over rows and columns (one number per image).
 
     Args:
         root: the dataset folder (holding ``images/`` and ``masks/``).
@@ -380,8 +387,9 @@ def load_dataset(
     spacings = _stored_spacings(_read_metadata(root), ids)
     if spacings is not None:
         final = images.shape[2:]
+        # one number per image at the loaded size: the mean of the row and column spacings
         spacings = [
-            None if s is None else s * 0.5 * (h / final[0] + w / final[1])
+            None if s is None else 0.5 * (s[0] * h / final[0] + s[1] * w / final[1])
             for s, (h, w) in zip(spacings, stored_sizes)
         ]
     return CXRData(images=images, masks=mask_tensor, ids=ids, classes=tuple(classes), spacing_mm=spacings)

@@ -153,8 +153,8 @@ def _one_thread() -> Iterator[None]:
 def make_phantoms(n: int, size: int = 64, domain: str = "a", seed: int = 0) -> CXRData:
     """Render ``n`` random phantoms of one domain with masks of the five SCR organs.
 
-    Deterministic: the same arguments give the same tensors. 64 phantoms at 64x64 take a few
-    hundredths of a second on one CPU core.
+    Deterministic: the same arguments give the same tensors. 64 phantoms at 64x64 take about a
+    tenth of a second on one core of a busy CPU (``benchmarks/bench_data.py``).
 
     Args:
         n: number of images, ``>= 1``.

@@ -71,6 +71,10 @@ def test_spacing_from_dataset_json(tmp_path):
     (root / "dataset.json").write_text(json.dumps(meta))
     data = load_dataset(root, classes=("heart",), size=16)
     assert data.spacing_mm == [1.0, 0.5, 1.0]  # stored spacing x 32/16
+    # prepare's layout: a list of records, [row, col] when anisotropic, null when unknown
+    meta = {"images": [{"id": "img0", "pixel_spacing_mm": [0.25, 0.75]}, {"id": "img1", "pixel_spacing_mm": None}]}
+    (root / "dataset.json").write_text(json.dumps(meta))
+    assert load_dataset(root, size=(16, 8)).spacing_mm == [0.5 * (0.25 * 2 + 0.75 * 4), None, None]
     (root / "dataset.json").write_text("{not json")
     with pytest.raises(DataError, match="dataset.json"):
         load_dataset(root)
