@@ -100,6 +100,8 @@ class SegmentationConfig:
         postprocess: keep the largest connected components and fill holes when evaluating and predicting.
         eval_batch_size: images per forward pass at validation and inference.
         grad_clip: clip the gradient norm to this value; None disables clipping.
+        checkpoint_every: write ``checkpoints/last.pt`` (and ``best.pt`` when it changed) every this many epochs,
+            and at the end; a resumed run restarts from the last one written. Raise it for fast GPU runs.
         overlays: number of validation images shown with their predictions in TensorBoard.
         progress: show a progress bar.
     """
@@ -132,6 +134,7 @@ class SegmentationConfig:
     postprocess: bool = True
     eval_batch_size: int = 16
     grad_clip: float | None = None
+    checkpoint_every: int = 1
     overlays: int = 4
     progress: bool = True
 
@@ -160,6 +163,7 @@ class SegmentationConfig:
         _expect(self.eval_batch_size >= 1, "eval_batch_size >= 1", self.eval_batch_size)
         _expect(self.grad_clip is None or self.grad_clip > 0, "grad_clip > 0 or None", self.grad_clip)
         _expect(self.overlays >= 0, "overlays >= 0", self.overlays)
+        _expect(self.checkpoint_every >= 1, "checkpoint_every >= 1", self.checkpoint_every)
         for name in ("model_kwargs", "loss_kwargs", "augment_kwargs"):
             value = getattr(self, name)
             _expect(isinstance(value, Mapping), f"{name} to be a dict", type(value).__name__)
@@ -230,7 +234,7 @@ def build_segmenter(config: SegmentationConfig) -> nn.Module:
     return create_segmenter(config.model, in_channels=1, out_channels=config.out_channels, **config.model_kwargs)
 
 
-def save_segmenter(model: nn.Module, path: str | os.PathLike, config: SegmentationConfig,
+def save_segmenter(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLike, config: SegmentationConfig,
                    metadata: Mapping[str, Any] | None = None) -> Path:
     """Save a segmenter as one file: weights, model name and keywords, classes, size, normalisation, threshold.
 
@@ -238,7 +242,7 @@ def save_segmenter(model: nn.Module, path: str | os.PathLike, config: Segmentati
     package to rebuild and apply the model without the run folder.
 
     Args:
-        model: the segmenter (a DDP or compiled wrapper is unwrapped).
+        model: the segmenter (a DDP or compiled wrapper is unwrapped), or its state dict.
         path: output file, written atomically.
         config: the training configuration (it names the architecture and the input conventions).
         metadata: extra JSON-able facts (data checksums, splits, scores).
@@ -246,7 +250,8 @@ def save_segmenter(model: nn.Module, path: str | os.PathLike, config: Segmentati
     Returns:
         ``path``.
     """
-    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
+    weights = model if isinstance(model, Mapping) else unwrap(model).state_dict()
+    state = {k: v.detach().cpu() for k, v in weights.items()}
     return save_checkpoint(path, {"format": SEGMENTER_FORMAT, "config": config_to_dict(config), "state_dict": state,
                                   "metadata": dict(metadata or {})})
 
@@ -485,7 +490,7 @@ def _build_scheduler(optimizer: torch.optim.Optimizer, config: SegmentationConfi
 
 def _comparable(config: SegmentationConfig) -> dict[str, Any]:
     d = config_to_dict(config)
-    for key in ("epochs", "device", "progress", "patience", "norm_stats"):
+    for key in ("epochs", "device", "progress", "patience", "norm_stats", "checkpoint_every"):
         d.pop(key)
     return d
 
@@ -599,11 +604,13 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         set_rng_state(checkpoint["rng"])
         generator.set_state(checkpoint["generator"])
         if checkpoint.get("augmenter_generator") is not None and augmenter is not None:
-            augmenter._generator.set_state(checkpoint["augmenter_generator"])
+            augmenter.generator.set_state(checkpoint["augmenter_generator"])
         start_epoch, best_val, best_epoch = checkpoint["epoch"], checkpoint["best_val"], checkpoint["best_epoch"]
         history = list(checkpoint["history"])
-        if best_path is not None and best_path.is_file() and best_epoch > 0:
-            best_state = load_checkpoint(best_path)["state_dict"]
+        if checkpoint.get("best_state") is not None:
+            best_state = checkpoint["best_state"]
+        elif best_epoch == start_epoch and best_epoch > 0:
+            best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
     if run_path is not None and main:
         run_path.mkdir(parents=True, exist_ok=True)
@@ -618,7 +625,7 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
 
     n_local = len(rank_indices(len(train_x), shuffle=False))
     steps = config.steps_per_epoch or max(1, math.ceil(n_local / config.batch_size))
-    stopped_early = False
+    stopped_early, best_dirty = False, False
     epoch = start_epoch
     try:
         bar = progress(range(start_epoch, config.epochs), total=config.epochs, initial=start_epoch, desc="train",
@@ -627,16 +634,16 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
             model.train()
             order = _epoch_order(len(train_x), steps * config.batch_size if config.steps_per_epoch else None,
                                  generator)
-            total_loss, count = 0.0, 0
+            total_loss, count = torch.zeros((), device=device), 0
             for step in range(steps):
                 idx = order[step * config.batch_size:(step + 1) * config.batch_size].to(device)
                 if idx.numel() == 0:
                     break
                 x, y = train_x[idx], train_y[idx]
                 loss = _train_step(model, x, y, config, loss_fn, optimizer, augmenter, device)
-                total_loss += loss * idx.numel()
+                total_loss += loss * idx.numel()  # stays on the device: no synchronisation per step
                 count += idx.numel()
-            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": total_loss / max(count, 1),
+            row: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(total_loss) / max(count, 1),
                                      "lr": optimizer.param_groups[0]["lr"]}
             last_epoch = epoch + 1 == config.epochs
             improved = False
@@ -656,19 +663,23 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
             history.append(row)
             if improved:
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-                if best_path is not None and main:
-                    save_segmenter(net, best_path, config, {"epoch": epoch + 1, "val_dice": best_val})
+                best_dirty = True
             logger.scalars({k: v for k, v in row.items() if k != "epoch"}, epoch + 1, prefix="segment")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", dice=f"{row.get('val_dice', math.nan):.4f}")
             stop = (config.patience is not None and val is not None
                     and epoch + 1 - best_epoch >= config.patience)
-            if last_path is not None and main:
+            if last_path is not None and main and ((epoch + 1) % config.checkpoint_every == 0 or stop
+                                                   or epoch + 1 == config.epochs):
+                if best_dirty:
+                    save_segmenter(best_state, best_path, config, {"epoch": best_epoch, "val_dice": best_val})
+                    best_dirty = False
                 save_checkpoint(last_path, {
                     "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "rng": get_rng_state(), "generator": generator.get_state(), "epoch": epoch + 1,
                     "augmenter_generator": _augmenter_state(augmenter),
+                    "best_state": best_state if best_epoch != epoch + 1 else None,
                     "best_val": best_val, "best_epoch": best_epoch, "history": history,
                     "config": config_to_dict(config), "stopped_early": stop,
                 })
@@ -690,7 +701,7 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         best_epoch = best_epoch or start_epoch
     net.load_state_dict(best_state)
     if run_path is not None and main:
-        if best_path is not None and not best_path.is_file():
+        if best_path is not None and (best_dirty or not best_path.is_file()):
             save_segmenter(net, best_path, config, {"epoch": best_epoch, "val_dice": best_val})
         atomic_write_json(run_path / "history.json", history)
     return TrainResult(best_state=best_state, best_epoch=best_epoch,
@@ -701,7 +712,7 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
 
 def _augmenter_state(augmenter: nn.Module | None) -> Tensor | None:
     """State of an augmenter's own generator (``Augmenter(seed=...)``), None when it draws from the global RNG."""
-    generator = getattr(augmenter, "_generator", None)
+    generator = getattr(augmenter, "generator", None)
     return generator.get_state() if isinstance(generator, torch.Generator) else None
 
 
@@ -722,7 +733,7 @@ def _epoch_order(n: int, length: int | None, generator: torch.Generator) -> Tens
 
 
 def _train_step(model: nn.Module, x: Tensor, y: Tensor, config: SegmentationConfig, loss_fn: Callable,
-                optimizer: torch.optim.Optimizer, augmenter: nn.Module | None, device: torch.device) -> float:
+                optimizer: torch.optim.Optimizer, augmenter: nn.Module | None, device: torch.device) -> Tensor:
     if augmenter is not None:
         if config.mode == "multilabel":
             x, y = augmenter(x, y)
@@ -747,7 +758,7 @@ def _train_step(model: nn.Module, x: Tensor, y: Tensor, config: SegmentationConf
     if config.grad_clip is not None:
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
     optimizer.step()
-    return float(loss.detach())
+    return loss.detach()
 
 
 @torch.inference_mode()

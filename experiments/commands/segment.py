@@ -99,6 +99,8 @@ def _training_options(command: Callable) -> Callable:
         click.option("--postprocess/--no-postprocess", default=True, show_default=True,
                      help="Keep the largest components and fill holes when evaluating and predicting."),
         click.option("--eval-batch-size", type=click.IntRange(min=1), default=16, show_default=True),
+        click.option("--checkpoint-every", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Write the resume checkpoint every N epochs (raise it for fast GPU runs)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):

@@ -7,11 +7,22 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 from PIL import Image
 
 from experiments.cli import cli
 from segmentation.data.phantoms import write_phantom_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These models are tiny: one thread is as fast as two on an idle machine and far faster on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 TINY = ["--model-kwargs", '{"depth": 2, "base_channels": 8}', "--size", "32", "--batch-size", "4", "--lr", "0.01",
         "--device", "cpu", "--quiet"]

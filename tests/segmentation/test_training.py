@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from runtime import load_config, save_config
+from runtime import load_checkpoint, load_config, save_config
 from segmentation.data.dataset import CXRData, load_dataset
 from segmentation.data.phantoms import make_phantoms
 from segmentation.training import (
@@ -24,6 +24,15 @@ from segmentation.training import (
     summarize_rows,
     train_segmenter,
 )
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread is as fast as two on an idle machine and far faster on a busy one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 CLASSES = ("lungs", "heart")
 TINY = {"depth": 2, "base_channels": 8}
@@ -152,7 +161,8 @@ def test_tiny_unet_learns_phantoms():
 
 def _resume_config(**changes) -> SegmentationConfig:
     return tiny_config(classes=("lungs",), epochs=4, batch_size=2, steps_per_epoch=3, scheduler="cosine",
-                       model_kwargs={**TINY, "dropout": 0.2}, augment=True, mixup_alpha=0.2, **changes)
+                       model_kwargs={**TINY, "dropout": 0.2}, augment=True, augment_kwargs={"seed": 5},
+                       mixup_alpha=0.2, checkpoint_every=2, **changes)
 
 
 def test_resume_after_interruption_gives_the_same_weights(tmp_path):
@@ -171,7 +181,7 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path):
 
     def interrupt(module, inputs):
         calls["n"] += module.training
-        if calls["n"] == 2 * 3 + 2:  # second training step of the third epoch
+        if calls["n"] == 2 * 3 + 2:  # second training step of the third epoch; the last checkpoint is epoch 2's
             raise KeyboardInterrupt
 
     handle = model.register_forward_pre_hook(interrupt)
@@ -186,7 +196,12 @@ def test_resume_after_interruption_gives_the_same_weights(tmp_path):
     result = train_segmenter(resumed, train, val, config, run_dir=tmp_path / "cut", resume=True)
     assert len(result.history) == 4
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
-        assert torch.equal(a, b), name
+        assert torch.equal(a, b), name  # the best weights, returned in the model
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    cut = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    for name, a in straight["model"].items():
+        assert torch.equal(a, cut["model"][name]), name  # the last epoch's weights
+    assert straight["history"][-1]["train_loss"] == cut["history"][-1]["train_loss"]
     with pytest.raises(ValueError, match=r"different \['lr'\]"):
         train_segmenter(resumed, train, val, config.replace(lr=1e-2), run_dir=tmp_path / "cut", resume=True)
 
