@@ -55,10 +55,9 @@ class Translator(nn.Module, abc.ABC):
     def _set_config(self, values: dict[str, Any]) -> None:
         config = {k: v for k, v in values.items() if k not in ("self", "__class__")}
         try:
-            json.dumps(config)
-        except TypeError as err:
+            self._config = json.loads(json.dumps(config))  # plain JSON types (a str enum becomes its value)
+        except (TypeError, ValueError) as err:
             raise ValueError(f"expected JSON-serialisable constructor arguments for {self.name}, got {err}") from None
-        self._config = config
 
     @property
     def config(self) -> dict[str, Any]:

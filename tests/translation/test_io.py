@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from translation import TRANSLATORS, create_translator, load_translator, save_translator
+from translation.losses import GANCriterion
 
 METADATA = {
     "image_size": 32,
@@ -34,6 +35,13 @@ def test_save_load_apply_is_bit_identical(tmp_path, name):
             assert torch.equal(loaded.state_dict()[key], value), key
     if name == "cyclegan":
         assert len(loaded.pool_a) == 0 and len(t.pool_a) == 2
+
+
+def test_config_with_enum_and_kwargs_round_trips(tmp_path):
+    t = create_translator("munit", "tiny", gan_mode=GANCriterion.HINGE, lambda_cycle=2)
+    assert t.config["gan_mode"] == "hinge" and type(t.config["gan_mode"]) is str
+    loaded, _ = load_translator(save_translator(t, tmp_path / "m.pt", {}))
+    assert loaded.config == t.config and loaded.gan_mode is GANCriterion.HINGE and loaded.lambda_cycle == 2.0
 
 
 def test_only_the_file_is_written(tmp_path):
