@@ -538,8 +538,9 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         raise ValueError("expected validation data with scheduler='plateau', got None; pass val or use 'cosine'")
 
     net = unwrap(model)
-    if config.device == "auto" and _device_of(net).type != "cpu":
-        device = _device_of(net)
+    current = _device_of(net)
+    if current.type != "cpu" and config.device in ("auto", current.type):
+        device = current  # placed by the caller (e.g. cuda:LOCAL_RANK under torchrun)
     else:
         device = resolve_device(config.device)
     model.to(device)
@@ -940,7 +941,8 @@ def cross_validate(data: Any, config: SegmentationConfig, k: int = 5, val_fracti
 
 
 def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, run_dir: str | os.PathLike,
-                      fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), splits_file: str | os.PathLike | None = None,
+                      fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+                      splits_file: str | os.PathLike | None = None,
                       resume: bool = False, limit: int | None = None) -> dict[str, Any]:
     """Load a prepared dataset, split it, train, evaluate on the test split and write everything to ``run_dir``.
 
@@ -980,8 +982,9 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     splits = {k: list(v) for k, v in splits.items()}
     seed_everything(config.seed)
     model = build_segmenter(config)
+    trained = _wrap_distributed(model, config)
     val = data.subset(splits["val"]) if splits.get("val") else None
-    result = train_segmenter(model, data.subset(splits["train"]), val, config, run_dir=run_path, resume=resume,
+    result = train_segmenter(trained, data.subset(splits["train"]), val, config, run_dir=run_path, resume=resume,
                              splits=splits)
     metrics: dict[str, Any] = {"best_epoch": result.best_epoch, "best_val_dice": result.best_val_dice,
                                "stopped_early": result.stopped_early, "train_wall_time_s": result.wall_time_s,
@@ -998,6 +1001,27 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     if is_main_process():
         atomic_write_json(run_path / "metrics.json", metrics)
     return metrics
+
+
+def _wrap_distributed(model: nn.Module, config: SegmentationConfig) -> nn.Module:
+    """Under ``torchrun`` (WORLD_SIZE > 1): join the process group and wrap the model in DDP; else the model.
+
+    Each process uses ``cuda:LOCAL_RANK`` (NCCL) when CUDA is available and ``config.device`` allows it,
+    the CPU (Gloo) otherwise. Every rank starts from the same weights (DDP broadcasts rank 0's).
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return model
+    use_cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        model.to(device)
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index])
+    return nn.parallel.DistributedDataParallel(model)
 
 
 def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str | os.PathLike],

@@ -63,7 +63,8 @@ def _training_options(command: Callable) -> Callable:
         click.option("--mode", type=click.Choice(["multilabel", "multiclass"]), default="multilabel",
                      show_default=True, help="Sigmoid per class (overlapping organs) or softmax (exclusive labels)."),
         click.option("--loss", default="dice_bce", show_default=True,
-                     help="bce, ce, dice, weighted_dice, generalized_dice, tversky, focal_tversky, tanimoto, dice_bce."),
+                     help="bce, ce, dice, weighted_dice, generalized_dice, tversky, focal_tversky, tanimoto, "
+                          "dice_bce."),
         click.option("--loss-kwargs", callback=_json_dict, default=None,
                      help='Loss keywords as JSON, e.g. \'{"alpha": 0.6, "beta": 0.4, "gamma": 0.675}\'.'),
         click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True),
@@ -178,6 +179,10 @@ def train(data: Path, run_dir: Path, fractions: tuple[float, float, float], spli
                                     resume=resume, limit=limit)
     except (DataError, ValueError, FileNotFoundError, KeyError) as err:
         raise _fail(err) from err
+    from runtime import is_main_process
+
+    if not is_main_process():
+        return
     click.echo(f"best epoch {metrics['best_epoch']}, validation Dice {metrics['best_val_dice']:.4f}, "
                f"{metrics['train_wall_time_s']:.1f} s of training")
     if "test_summary" in metrics:

@@ -133,3 +133,13 @@ def test_every_command_has_help_with_examples():
     for command in ("train", "cv", "eval", "predict"):
         result = CliRunner().invoke(cli, ["segment", command, "--help"])
         assert result.exit_code == 0 and "cxr-transfer segment " + command in result.output
+
+
+def test_cv_prints_a_table_over_folds(trained, tmp_path):
+    data, _, _ = trained
+    result = CliRunner().invoke(cli, ["segment", "cv", "--data", str(data), "--folds", "2", "--limit", "6",
+                                      "--epochs", "1", "--run-dir", str(tmp_path / "cv"), *TINY])
+    assert result.exit_code == 0, result.output
+    assert "2-fold cross-validation" in result.output and "| jaccard | lungs |" in result.output
+    with open(tmp_path / "cv" / "cv_rows.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6  # every image held out exactly once

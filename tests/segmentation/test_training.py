@@ -62,7 +62,7 @@ def prior_jaccard(train: CXRData, test: CXRData) -> torch.Tensor:
 
 
 class Threshold(nn.Module):
-    """A toy segmenter: logit = weight * (x - 0.5) per class, so with no normalisation pixels above 0.5 are foreground."""
+    """A toy segmenter: logit = weight * (x - 0.5) + bias, so without normalisation pixels above 0.5 are foreground."""
 
     def __init__(self, channels: int = 1, bias: float = 0.0, weight: float = 50.0) -> None:
         super().__init__()
