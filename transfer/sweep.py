@@ -239,6 +239,7 @@ def _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, devi
                                 normalize=_norm(exp), run_dir=run)
     fit = orch.fit(src_train.images, src_train.masks, unlabelled, labelled_pair, selector, warmup_cache=path,
                    warmup_key=key, resume=True)
+    save_adapted(run, orch, exp, seg_config)
     probs = torch.sigmoid(orch.predict(test.images))
     masks = probabilities_to_masks(probs, seg_config)
     rows = [{"id": i, **r} for i, r in zip(test.ids, evaluate_masks(masks.cpu(), test.masks.cpu() > 0.5,
@@ -246,6 +247,22 @@ def _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, devi
     extra = {"best_iteration": fit.best_iteration, "best_score": fit.best_score, "selection": config.selection,
              "history": fit.history, "train_seconds": fit.seconds}
     return rows, extra
+
+
+ADAPTED_TRANSLATOR = "translator.pt"
+ADAPTED_SEGMENTER = "segmenter.pt"
+
+
+def save_adapted(run: Path, orch: TransferOrchestrator, exp: ExperimentConfig,
+                 seg_config: SegmentationConfig) -> None:
+    """Write the selected (EMA) G_BA translator and M_A of a transfer cell, for ``cxr-transfer transfer predict``."""
+    from translation import save_translator
+
+    save_translator(orch.ema_translator.module, run / ADAPTED_TRANSLATOR,
+                    {"image_size": exp.size, "normalization": "[-1, 1] = 2 * x - 1", "domains": {
+                        "a": exp.source, "b": exp.target}, "checksums": {}})
+    save_segmenter(orch.ema_segmenter.module, run / ADAPTED_SEGMENTER, seg_config,
+                   {"adapted": True, "target": exp.target, "input": "M_A(G_BA(b))"})
 
 
 def _summarize(exp: ExperimentConfig, rows: list[dict[str, Any]], n_labelled: int, seconds: float,

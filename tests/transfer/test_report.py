@@ -1,0 +1,73 @@
+"""Table II layout, pooled statistics, Wilcoxon tests, the plot and the overlays."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from transfer.report import markdown_table, summarize_results, wilcoxon_rows, write_overlays, write_report
+
+IDS = [f"img{i}" for i in range(6)]
+
+
+def _row(method, fraction, seed, values):
+    return {"key": f"{method}|{fraction:.4f}|{seed}", "method": method, "fraction": fraction, "seed": seed,
+            "n_labelled": int(fraction * 100), "jaccard": sum(values) / len(values), "dice": 0.0, "seconds": 2.0,
+            "per_image": {"id": IDS, "jaccard": values, "dice": [2 * v / (1 + v) for v in values]}}
+
+
+def _rows():
+    return [
+        _row("source_only", 0.0, 0, [0.5, 0.6, 0.7, 0.5, 0.6, 0.7]),
+        _row("transfer", 0.0, 0, [0.8, 0.9, 0.8, 0.9, 0.8, 0.9]),
+        _row("transfer", 0.05, 0, [0.9] * 6),
+        _row("finetune", 0.05, 0, [0.6, 0.7, 0.6, 0.7, 0.6, 0.7]),
+    ]
+
+
+def test_summary_hand_computed_and_fraction_free_repeated():
+    summary = summarize_results(_rows())
+    index = {(s["method"], s["fraction"]): s for s in summary}
+    t0 = index[("transfer", 0.0)]
+    assert t0["jaccard_mean"] == pytest.approx(0.85)
+    assert t0["jaccard_std"] == pytest.approx(math.sqrt(6 * 0.05 ** 2 / 5))  # sample std of +-0.05 around 0.85
+    assert index[("source_only", 0.05)]["jaccard_mean"] == pytest.approx(0.6)  # repeated on every row
+    table = markdown_table(summary)
+    assert table.splitlines()[0] == "| labels | transfer | finetune | source_only |"
+    assert "| 0% | 85.00 +- 5.48 | - | 60.00 +- 8.94 |" in table
+
+
+def test_wilcoxon_pairs_by_image():
+    tests = wilcoxon_rows(_rows())
+    pairs = {(t["fraction"], t["versus"]) for t in tests}
+    assert pairs == {(0.0, "source_only"), (0.05, "finetune"), (0.05, "source_only")}
+    t = next(t for t in tests if t["versus"] == "finetune")
+    assert t["n"] == 6 and t["median_difference"] == pytest.approx(0.25) and 0 < t["p_value"] < 0.05
+
+
+def test_write_report_files(tmp_path):
+    with open(tmp_path / "results.jsonl", "w") as f:
+        for r in _rows():
+            f.write(json.dumps(r) + "\n")
+    paths = write_report(tmp_path)
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| 5% |" in paths["markdown"].read_text()
+    assert paths["csv"].read_text().splitlines()[0].startswith("method,fraction,n_seeds")
+
+
+def test_write_report_without_results(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `cxr-transfer experiment sweep"):
+        write_report(tmp_path)
+
+
+def test_overlays(tmp_path):
+    images = torch.rand(3, 1, 32, 32)
+    masks = torch.zeros(3, 2, 32, 32, dtype=torch.bool)
+    masks[:, 0, 8:20, 8:20] = True
+    path = write_overlays(images, masks, ("heart", "clavicles"), tmp_path / "o.png", titles=["a", "b", "c"])
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ValueError, match="expected images"):
+        write_overlays(images, masks[:, :1], ("heart", "clavicles"), tmp_path / "x.png")

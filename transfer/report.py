@@ -1,0 +1,254 @@
+"""Tables, plots and tests of a sweep, in the layout of Oliveira & dos Santos (2018), Table II and Fig. 8.
+
+:func:`write_report` reads ``results.jsonl`` and writes:
+
+* ``table.md`` / ``table.csv``: mean +- std Jaccard (and Dice), in %, per label fraction (rows) and method (columns);
+  per-image values are pooled over seeds; ``source_only`` and ``histmatch`` use no target label and are repeated
+  on every row;
+* ``wilcoxon.csv``: two-sided Wilcoxon signed-rank tests of ``transfer`` against every other method per fraction,
+  paired by (seed, image);
+* ``jaccard_vs_fraction.png``: Jaccard against label fraction with 95% confidence intervals per method.
+
+:func:`write_overlays` draws target images with predicted contours (e.g. heart and clavicles on Montgomery, for
+which no ground truth exists).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from runtime.io import atomic_path, atomic_write_text
+from segmentation.metrics import summarize, wilcoxon_test
+from transfer.config import METHODS
+from transfer.sweep import FRACTION_FREE, RESULTS, read_results
+
+REFERENCE = "transfer"
+
+
+def _pooled(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[tuple[int, str], float]:
+    values: dict[tuple[int, str], float] = {}
+    for row in rows:
+        per = row.get("per_image", {})
+        for image_id, value in zip(per.get("id", []), per.get(metric, [])):
+            values[(int(row["seed"]), image_id)] = float(value)
+    return values
+
+
+def summarize_results(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One summary per (method, fraction): counts, Jaccard and Dice mean / std / 95% CI, mean cell seconds.
+
+    Fraction-free methods (no target label) are repeated at every fraction present in ``rows``.
+    """
+    fractions = sorted({float(r["fraction"]) for r in rows if r["method"] not in FRACTION_FREE} | {0.0})
+    groups: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["method"], float(r["fraction"]))].append(r)
+    out = []
+    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    for fraction in fractions:
+        for method in methods:
+            cell_rows = groups.get((method, 0.0 if method in FRACTION_FREE else fraction), [])
+            if not cell_rows:
+                continue
+            entry: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(cell_rows),
+                                     "n_labelled": cell_rows[0].get("n_labelled", 0) if method not in FRACTION_FREE
+                                     else 0}
+            for metric in ("jaccard", "dice"):
+                values = list(_pooled(cell_rows, metric).values()) or [float(r[metric]) for r in cell_rows]
+                s = summarize(values)
+                entry.update({f"{metric}_mean": s["mean"], f"{metric}_std": s["std"], f"{metric}_ci_low": s["ci_low"],
+                              f"{metric}_ci_high": s["ci_high"], "n_images": int(s["n"])})
+            entry["seconds_mean"] = float(np.mean([float(r.get("seconds", math.nan)) for r in cell_rows]))
+            out.append(entry)
+    return out
+
+
+def markdown_table(summary: Sequence[Mapping[str, Any]], metric: str = "jaccard") -> str:
+    """Table II layout: one row per label fraction, one column per method, ``mean +- std`` in %."""
+    methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
+    fractions = sorted({s["fraction"] for s in summary})
+    index = {(s["method"], s["fraction"]): s for s in summary}
+    lines = ["| labels | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for f in fractions:
+        cells = []
+        for m in methods:
+            s = index.get((m, f))
+            if s is None:
+                cells.append("-")
+            else:
+                std = s[f"{metric}_std"]
+                cells.append(f"{100 * s[f'{metric}_mean']:.2f} +- {100 * std:.2f}" if not math.isnan(std)
+                             else f"{100 * s[f'{metric}_mean']:.2f}")
+        lines.append(f"| {100 * f:g}% | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def wilcoxon_rows(rows: Sequence[Mapping[str, Any]], reference: str = REFERENCE,
+                  metric: str = "jaccard") -> list[dict[str, Any]]:
+    """Wilcoxon signed-rank tests of ``reference`` against each other method per fraction, paired by (seed, id)."""
+    by_cell: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_cell[(r["method"], float(r["fraction"]))].append(r)
+    out = []
+    for (method, fraction), ref_rows in sorted(by_cell.items()):
+        if method != reference:
+            continue
+        ref = _pooled(ref_rows, metric)
+        for other in METHODS:
+            if other == reference:
+                continue
+            other_rows = by_cell.get((other, 0.0 if other in FRACTION_FREE else fraction))
+            if not other_rows:
+                continue
+            oth = _pooled(other_rows, metric)
+            keys = sorted(set(ref) & set(oth))
+            if not keys:
+                continue
+            test = wilcoxon_test([ref[k] for k in keys], [oth[k] for k in keys])
+            out.append({"fraction": fraction, "method": reference, "versus": other, **test})
+    return out
+
+
+def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike, metric: str = "jaccard") -> Path:
+    """PNG of ``metric`` (%) against label fraction (symlog axis, 0 included) with 95% CIs per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for method in [m for m in METHODS if any(s["method"] == m for s in summary)]:
+        pts = sorted((s for s in summary if s["method"] == method), key=lambda s: s["fraction"])
+        x = np.array([100 * s["fraction"] for s in pts])
+        y = np.array([100 * s[f"{metric}_mean"] for s in pts])
+        lo = np.array([100 * s[f"{metric}_ci_low"] for s in pts])
+        hi = np.array([100 * s[f"{metric}_ci_high"] for s in pts])
+        err = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
+        style = "--" if method in FRACTION_FREE else "-"
+        ax.errorbar(x, y, yerr=err, label=method, marker="o", linestyle=style, capsize=3)
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("target labels used (% of the target training split)")
+    ax.set_ylabel(f"{metric.capitalize()} (%) on the target test split")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Write the table (Markdown + CSV), the Wilcoxon tests and the plot of a sweep folder.
+
+    Args:
+        runs: the sweep root (holding ``results.jsonl``).
+        out: output folder (default: ``runs/report``).
+
+    Returns:
+        Paths of the written files by kind.
+
+    Raises:
+        FileNotFoundError: when ``runs`` has no ``results.jsonl`` (run ``cxr-transfer experiment sweep`` first).
+    """
+    runs = Path(runs)
+    rows = read_results(runs / RESULTS)
+    if not rows:
+        raise FileNotFoundError(f"no results in {runs / RESULTS}; run `cxr-transfer experiment sweep --out {runs}` "
+                                "first, or point --runs at a sweep folder")
+    out = Path(out) if out is not None else runs / "report"
+    summary = summarize_results(rows)
+    tests = wilcoxon_rows(rows)
+    seeds = sorted({int(r["seed"]) for r in rows})
+    text = [f"# Sweep report: {runs}", "",
+            f"{len(rows)} cells, seeds {seeds}. Mean +- std over test images (pooled over seeds), in %.",
+            "source_only and histmatch use no target label; their values are repeated on every row.", "",
+            "## Jaccard", "", markdown_table(summary, "jaccard"), "", "## Dice", "", markdown_table(summary, "dice"),
+            "", "## Wilcoxon signed-rank tests (transfer vs each method, Jaccard, paired by seed and image)", "",
+            "| labels | versus | median difference | p-value | n |", "|---|---|---|---|---|"]
+    text += [f"| {100 * t['fraction']:g}% | {t['versus']} | {100 * t['median_difference']:+.2f} | "
+             f"{t['p_value']:.3g} | {int(t['n'])} |" for t in tests]
+    paths = {"markdown": out / "table.md", "csv": out / "table.csv", "wilcoxon": out / "wilcoxon.csv",
+             "plot": out / "jaccard_vs_fraction.png"}
+    atomic_write_text(paths["markdown"], "\n".join(text) + "\n")
+    atomic_write_text(paths["csv"], _csv(summary))
+    atomic_write_text(paths["wilcoxon"], _csv(tests))
+    plot_fractions(summary, paths["plot"])
+    return paths
+
+
+COLOURS = ((0.2, 0.6, 1.0), (1.0, 0.3, 0.2), (0.2, 0.9, 0.3), (1.0, 0.85, 0.1), (0.8, 0.3, 1.0))
+
+
+def write_overlays(images: Tensor, masks: Tensor, classes: Sequence[str], path: str | os.PathLike,
+                   titles: Sequence[str] | None = None, columns: int = 4) -> Path:
+    """A PNG grid of images with the predicted masks' outlines, one colour per class.
+
+    Args:
+        images: ``[N, 1, H, W]`` in ``[0, 1]``.
+        masks: bool ``[N, K, H, W]`` (e.g. M_A(G_BA(b)) > 0 for heart and clavicles on target images).
+        classes: the K class names (legend).
+        path: the PNG, written atomically.
+        titles: one caption per image (e.g. ids).
+        columns: images per row.
+
+    Raises:
+        ValueError: if shapes disagree or there are more classes than colours.
+    """
+    if images.ndim != 4 or masks.ndim != 4 or images.shape[0] != masks.shape[0] or masks.shape[1] != len(classes):
+        raise ValueError(f"expected images [N,1,H,W] and masks [N,{len(classes)},H,W], got "
+                         f"{tuple(images.shape)} and {tuple(masks.shape)}")
+    if len(classes) > len(COLOURS):
+        raise ValueError(f"expected at most {len(COLOURS)} classes, got {len(classes)}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    n = images.shape[0]
+    cols = max(1, min(columns, n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), dpi=110, squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k >= n:
+            continue
+        ax.imshow(images[k, 0].float().cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+        for c in range(len(classes)):
+            m = masks[k, c].float().cpu().numpy()
+            if m.any() and not m.all():
+                ax.contour(m, levels=[0.5], colors=[COLOURS[c]], linewidths=1.0)
+        if titles is not None:
+            ax.set_title(str(titles[k]), fontsize=7)
+    fig.legend([Line2D([0], [0], color=COLOURS[c]) for c in range(len(classes))], list(classes), loc="lower center",
+               ncol=len(classes), fontsize=8)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return Path(path)
+
+
+def to_masks(logits: Tensor) -> Tensor:
+    """Multi-label logits to bool masks (probability > 0.5)."""
+    return torch.as_tensor(logits) > 0
