@@ -629,8 +629,9 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
     stopped_early, best_dirty = False, False
     epoch = start_epoch
     try:
-        bar = progress(range(start_epoch, config.epochs), total=config.epochs, initial=start_epoch, desc="train",
-                       enabled=config.progress)
+        finished = checkpoint is not None and bool(checkpoint.get("stopped_early"))
+        bar = progress(range(start_epoch, start_epoch if finished else config.epochs), total=config.epochs,
+                       initial=start_epoch, desc="train", enabled=config.progress)
         for epoch in bar:
             model.train()
             order = _epoch_order(len(train_x), steps * config.batch_size if config.steps_per_epoch else None,
@@ -1014,6 +1015,8 @@ def _wrap_distributed(model: nn.Module, config: SegmentationConfig) -> nn.Module
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return model
     use_cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)  # before wrapping, so DDP's buckets see the final layout
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:

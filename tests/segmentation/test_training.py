@@ -228,6 +228,9 @@ def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
     for name in ("config.json", "history.json", "checkpoints/last.pt", "checkpoints/best.pt"):
         assert (tmp_path / name).is_file(), name
     assert any((tmp_path / "tb").iterdir())
+    again = train_segmenter(build_segmenter(config), train, val, config, run_dir=tmp_path, resume=True)
+    assert again.stopped_early and len(again.history) == len(result.history)  # a finished run stays finished
+    assert all(torch.equal(a, b) for a, b in zip(again.best_state.values(), result.best_state.values()))
 
 
 def test_save_and_load_segmenter_predict_the_same(tmp_path):
