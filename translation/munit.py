@@ -171,11 +171,12 @@ class MUNIT(Translator):
 
     Generator step (weights of the paper): adversarial ``lambda_gan``; image reconstruction
     ``lambda_image * |G_A(E^c_A(a), E^s_A(a)) - a|_1``; content reconstruction
-    ``lambda_content * |E^c_B(x_ab) - c_a|_1``; style reconstruction ``lambda_style * |E^s_B(x_ab) - s_b|_1``; optional cycle ``lambda_cycle`` (0 in the paper's
-    main configuration). Discriminator step: multi-scale discriminators, weighted ``lambda_gan``.
+    ``lambda_content * |E^c_B(x_ab) - c_a|_1``; style reconstruction ``lambda_style * |E^s_B(x_ab) - s_b|_1``;
+    optional cycle ``lambda_cycle`` (0 in the paper's main configuration). Discriminator step: multi-scale
+    discriminators, weighted ``lambda_gan``.
 
-    One deliberate deviation: AdaIN scales features by ``1 + gamma`` (MLP output ``gamma``) instead of ``gamma``, so that
-    a freshly initialised decoder starts from plain instance normalisation rather than near-zero features.
+    One deliberate deviation: AdaIN scales features by ``1 + gamma`` (MLP output ``gamma``) instead of ``gamma``, so
+    that a freshly initialised decoder starts from plain instance normalisation rather than near-zero features.
 
     Args:
         channels: image channels of both domains.
