@@ -69,7 +69,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     root = data_root()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     montgomery = load_dataset(root / "montgomery", size=args.size, masks=False).images * 2 - 1
     jsrt = load_dataset(root / "jsrt", size=args.size, masks=False).images * 2 - 1
     load_seconds = time.perf_counter() - started
@@ -104,6 +104,8 @@ def main() -> None:
         "model": {"name": "cyclegan", "preset": args.preset,
                   "parameters": sum(p.numel() for p in model.parameters())},
         "steps": result.steps, "train_seconds": round(result.seconds, 1), "rollbacks": len(result.rollbacks),
+        "total_wall_seconds": round(time.perf_counter() - started, 1),
+        "total_process_cpu_seconds": round(time.process_time() - cpu_started, 1),
         "montgomery_to_jsrt": {
             "hist_before": before["hist"], "hist_after": after["hist"],
             "kid_before": before["kid"][0], "kid_before_se": before["kid"][1],
