@@ -82,6 +82,23 @@ def measure(model: str, preset: str, size: int, batch_size: int, device: torch.d
     return row
 
 
+def count_flops(model: str, preset: str, size: int, batch_size: int, device: torch.device) -> dict:
+    """FLOPs of one training step (generator and discriminator updates, forward and backward) per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    seed_everything(0)
+    translator = create_translator(model, preset=preset).to(device)
+    opt_g = torch.optim.Adam(translator.generator_parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(translator.discriminator_parameters(), lr=2e-4, betas=(0.5, 0.999))
+    a = torch.rand(batch_size, translator.channels, size, size, device=device) * 2 - 1
+    b = torch.rand(batch_size, translator.channels, size, size, device=device) * 2 - 1
+    with FlopCounterMode(display=False) as counter:
+        training_step(translator, opt_g, opt_d, a, b, amp=False)
+    total = counter.get_total_flops()
+    return {"model": model, "preset": preset, "size": size, "batch_size": batch_size,
+            "tflop_per_step": round(total / 1e12, 4), "tflop_per_image": round(total / 1e12 / batch_size, 4)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=sorted(TRANSLATORS), choices=sorted(TRANSLATORS))
@@ -95,6 +112,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    parser.add_argument("--count-flops", action="store_true",
+                        help="count the FLOPs of one training step (torch.utils.flop_counter) instead of timing")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
 
@@ -107,6 +126,12 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = True
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
                else f"{platform.machine()} {os.cpu_count()}-core CPU, {torch.get_num_threads()} torch threads")
+    if args.count_flops:
+        for model in args.models:
+            for preset in args.presets:
+                for batch_size in args.batch_size:
+                    print(json.dumps(count_flops(model, preset, args.size, batch_size, device)), flush=True)
+        return
     rows = []
     for model in args.models:
         for preset in args.presets:
