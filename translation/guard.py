@@ -4,12 +4,13 @@ Two failure modes are detected (Oliveira & dos Santos 2018 had to repeat failed 
 by hand; a training loop with this guard rolls back and carries on instead):
 
 - a loss that is NaN or infinite (exploding gradients, a bad batch, bf16 overflow);
-- a discriminator that wins outright for a sustained period: over a window of ``window`` steps,
-  the mean discriminator loss stays below ``d_loss_floor`` while the mean generator adversarial
-  loss (the mean of its adversarial terms, e.g. one per direction) stays above ``g_adv_ceiling``. The generator then gets no useful gradient and the
-  translations collapse. The default thresholds are for the least-squares criterion (LSGAN,
-  CycleGAN's default): a perfect discriminator has loss 0 and pushes the generator's adversarial
-  loss to 1 per discriminator output; for BCE or hinge criteria pass thresholds of that scale.
+- a discriminator that wins outright for a sustained period: over a window of ``window`` steps, the mean
+  discriminator loss stays below ``d_loss_floor`` while the mean generator adversarial loss (the mean of its
+  adversarial terms, e.g. one per direction) stays above ``g_adv_ceiling``. The generator then gets no useful
+  gradient and the translations collapse. The default thresholds are for the least-squares criterion (LSGAN,
+  CycleGAN's default): a perfect discriminator has loss 0 and pushes the generator's adversarial loss to 1 per
+  discriminator output (to the number of scales for a multi-scale discriminator, whose terms are summed); for
+  BCE or hinge criteria pass thresholds of that scale.
 
 The guard only decides; the loop (``translation.training.train_translator``) acts on a verdict by
 restoring the last good checkpoint and multiplying the learning rates by ``lr_factor``.

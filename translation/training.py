@@ -53,6 +53,7 @@ from runtime import (
 )
 from runtime.io import atomic_write_json
 from translation.guard import DivergenceGuard, Verdict
+from translation.io import save_translator
 from translation.metrics import histogram_distance, kid, kid_features
 
 __all__ = ["TranslationConfig", "TranslationResult", "train_translator", "training_step", "translate_batches"]
@@ -219,7 +220,9 @@ def _checksum(images: Tensor) -> str:
 @torch.no_grad()
 def translate_batches(fn: Any, images: Tensor, batch_size: int, device: torch.device, amp: bool = True,
                       channels_last: bool = False) -> Tensor:
-    """Apply ``fn`` (e.g. ``translator.a_to_b``) to ``images`` in batches on ``device``; float32 result on ``images``' device.
+    """Apply ``fn`` (e.g. ``translator.a_to_b``) to ``images`` in batches on ``device``.
+
+    Returns float32 images on ``images``' device.
 
     Shape:
         ``[N, C, H, W] -> [N, C', H, W]``.
@@ -665,8 +668,6 @@ def train_translator(translator: nn.Module, images_a: Tensor, images_b: Tensor, 
         final = trainer.run()
         translator_path = None
         if trainer.main:
-            from translation.io import save_translator
-
             translator_path = run_dir / "translator.pt"
             metadata = {
                 "image_size": list(images_a.shape[-2:]),

@@ -99,7 +99,8 @@ def translate() -> None:
 @click.option("--eval-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Steps between held-out evaluations; 0 = once per epoch.")
 @click.option("--sync-every", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Steps whose losses are read back and checked by the divergence guard at once (10 keeps a GPU busy).")
+              help="Steps whose losses are read back and checked by the divergence guard at once "
+                   "(10 keeps a GPU busy).")
 @click.option("--run-dir", type=_OUT, required=True,
               help="Run folder: config.json, checkpoints/, tb/, metrics.json, translator.pt.")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir exactly where it stopped.")
@@ -124,8 +125,8 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
     try:
         config = TranslationConfig(
             iterations=iterations, batch_size=batch_size, lr=lr, seed=seed, amp=not no_amp,
-            checkpoint_every=checkpoint_every, eval_every=eval_every, sync_every=sync_every, domain_a=dir_a.resolve().name,
-            domain_b=dir_b.resolve().name, progress=not quiet)
+            checkpoint_every=checkpoint_every, eval_every=eval_every, sync_every=sync_every,
+            domain_a=dir_a.resolve().name, domain_b=dir_b.resolve().name, progress=not quiet)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     resolved = {"model": model, "preset": preset, "size": size, "a": str(dir_a), "b": str(dir_b),
