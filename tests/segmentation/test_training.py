@@ -287,3 +287,18 @@ def test_unet_learns_a_handful_of_real_jsrt_images(real_data, tmp_path):
     # The mean-shape prior already overlaps lungs well (~0.7) since radiographs are roughly aligned; a U-Net
     # that reads the images gets ~0.85 on 6 held-out images after 12 training images at 64x64.
     assert jaccard > max(0.8, prior + 0.05), (jaccard, prior)
+
+
+def test_multiclass_training_with_dataset_normalisation_and_augmentation(tmp_path):
+    data = lungs_and_heart(make_phantoms(6, 32, seed=6))
+    config = tiny_config(mode="multiclass", loss="ce", normalization="dataset", augment=True, epochs=2,
+                         scheduler="plateau", patience=2)
+    torch.manual_seed(0)
+    model = build_segmenter(config)
+    result = train_segmenter(model, data.subset(range(4)), data.subset([4, 5]), config, run_dir=tmp_path)
+    mean, std = result.config.norm_stats
+    assert mean == pytest.approx(float(data.images[:4].mean()), rel=1e-4) and std > 0  # from training images only
+    loaded, loaded_config, _ = load_segmenter(result.best_checkpoint)
+    assert loaded_config.norm_stats == result.config.norm_stats
+    masks = predict_masks(loaded, data.images[4:], loaded_config)
+    assert masks.shape == (2, 2, 32, 32) and not (masks[:, 0] & masks[:, 1]).any()  # exclusive labels
