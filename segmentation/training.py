@@ -1001,6 +1001,11 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
             write_rows_csv(run_path / "test_metrics.csv", rows)
     if is_main_process():
         atomic_write_json(run_path / "metrics.json", metrics)
+    if trained is not model:
+        import torch.distributed as dist
+
+        barrier()
+        dist.destroy_process_group()
     return metrics
 
 

@@ -7,6 +7,7 @@ calls one function of :mod:`segmentation.training`.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -179,9 +180,7 @@ def train(data: Path, run_dir: Path, fractions: tuple[float, float, float], spli
                                     resume=resume, limit=limit)
     except (DataError, ValueError, FileNotFoundError, KeyError) as err:
         raise _fail(err) from err
-    from runtime import is_main_process
-
-    if not is_main_process():
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports (the group is closed by now)
         return
     click.echo(f"best epoch {metrics['best_epoch']}, validation Dice {metrics['best_val_dice']:.4f}, "
                f"{metrics['train_wall_time_s']:.1f} s of training")
