@@ -72,3 +72,12 @@ def zscore(x: Tensor) -> Tensor:
 def toys():
     """(translator class, segmenter class, loss, normaliser)."""
     return ToyTranslator, ToySegmenter, bce, zscore
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one intra-op thread avoids oversubscription on a shared 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
