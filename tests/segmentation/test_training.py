@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -302,3 +303,34 @@ def test_multiclass_training_with_dataset_normalisation_and_augmentation(tmp_pat
     assert loaded_config.norm_stats == result.config.norm_stats
     masks = predict_masks(loaded, data.images[4:], loaded_config)
     assert masks.shape == (2, 2, 32, 32) and not (masks[:, 0] & masks[:, 1]).any()  # exclusive labels
+
+
+def _ddp_worker(rank: int, world: int, port: int, data_dir: str, run_dir: str) -> None:
+    import os
+
+    os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from segmentation.training import train_from_folder
+
+    config = tiny_config(classes=("lungs",), epochs=2, batch_size=2, device="cpu")
+    train_from_folder(data_dir, config, run_dir, fractions=(0.6, 0.2, 0.2))
+
+
+def test_train_from_folder_under_two_ddp_processes(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    from segmentation.data.phantoms import write_phantom_dataset
+
+    data = write_phantom_dataset(tmp_path / "data", n=10, size=32, seed=7)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(data), str(tmp_path / "run")), nprocs=2, join=True)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]  # each rank took 3 of the 6 training images per epoch
+    _, config, _ = load_segmenter(tmp_path / "run" / "model.pt")
+    assert config.classes == ("lungs",)
+    assert (tmp_path / "run" / "test_metrics.csv").is_file()
