@@ -61,9 +61,9 @@ def check_choice(name: str, value: object, choices: Iterable[str]) -> str:
 def make_norm(norm: str, channels: int, groups: int = 8) -> nn.Module:
     """Return the normalisation layer named ``norm`` for ``channels`` feature maps.
 
-    ``"instance"`` is affine and tracks running statistics, so that it behaves the same way as batch norm under
-    ``eval()`` and :meth:`Segmenter.freeze_encoder`. ``"group"`` uses ``min(groups, channels)`` groups, reduced to a
-    divisor of ``channels``.
+    ``"instance"`` is affine and always normalises with each image's own statistics (no running statistics, in
+    training and in eval alike, which keeps its robustness to a change of scanner). ``"group"`` uses
+    ``min(groups, channels)`` groups, reduced to a divisor of ``channels``.
 
     Raises:
         ValueError: for an unknown ``norm``.
@@ -72,7 +72,7 @@ def make_norm(norm: str, channels: int, groups: int = 8) -> nn.Module:
     if norm == "batch":
         return nn.BatchNorm2d(channels)
     if norm == "instance":
-        return nn.InstanceNorm2d(channels, affine=True, track_running_stats=True)
+        return nn.InstanceNorm2d(channels, affine=True)
     if norm == "group":
         g = min(groups, channels)
         while channels % g:

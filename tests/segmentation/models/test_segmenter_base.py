@@ -57,7 +57,7 @@ def test_checks_raise_readable_errors(call, message):
 def test_make_norm_and_activation():
     assert isinstance(make_norm("batch", 4), nn.BatchNorm2d)
     inst = make_norm("instance", 4)
-    assert isinstance(inst, nn.InstanceNorm2d) and inst.track_running_stats and inst.affine
+    assert isinstance(inst, nn.InstanceNorm2d) and not inst.track_running_stats and inst.affine
     assert make_norm("group", 12, groups=8).num_groups == 6  # largest divisor of 12 not above 8
     assert isinstance(make_norm("none", 4), nn.Identity)
     x = torch.tensor([-2.0, 3.0])
