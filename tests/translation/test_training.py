@@ -167,11 +167,16 @@ def test_guard_recovers_from_injected_nan(data, tmp_path, sync_every):
 
 def test_guard_gives_up_when_the_discriminator_keeps_winning(data, tmp_path):
     # thresholds that every step meets: the guard fires after each window and stops after max rollbacks
-    config = _config(iterations=6, checkpoint_every=2, guard_window=2, guard_d_floor=1e6, guard_g_ceiling=1e-9,
+    # window 3, checkpoints every 2: the checkpoint of step 2 is saved while the window already looks bad, so it is
+    # marked suspect and the rollback after step index 2 skips it for the good one of step 0
+    config = _config(iterations=6, checkpoint_every=2, guard_window=3, guard_d_floor=1e6, guard_g_ceiling=1e-9,
                      guard_max_rollbacks=2)
     with pytest.raises(RuntimeError, match="after 2 rollbacks; lower the learning rate"):
         train_translator(_tiny(), data["a"], data["b"], config, tmp_path / "run")
-    assert "the discriminator wins outright" in (tmp_path / "run" / "train.log").read_text()
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "the discriminator wins outright over the last 3 steps" in log
+    assert log.count("rolled back to step_00000000.pt (step 0)") == 2 and "x0.25" in log
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002.suspect.pt").is_file()
 
 
 def test_run_folder_protection_and_resume_errors(data, tmp_path):
