@@ -169,7 +169,10 @@ class ResCRNet(Segmenter):
         if not isinstance(lstm, bool):
             raise ValueError(f"expected lstm to be a bool, got {lstm!r}")
         if lstm and channels % 2:
-            raise ValueError(f"expected an even number of channels with lstm=True (two LSTM directions), got {channels}")
+            raise ValueError(
+                f"expected an even number of channels with lstm=True (two LSTM directions), got {channels}; "
+                "use an even channels or lstm=False"
+            )
         self.lstm = lstm
         self.norm = check_choice("norm", norm, NORMS)
         self.activation = check_choice("activation", activation, ACTIVATIONS)

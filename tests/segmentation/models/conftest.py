@@ -12,6 +12,8 @@ import torch
 
 from segmentation.models.base import Segmenter
 
+NORM_TYPES = (torch.nn.BatchNorm2d, torch.nn.InstanceNorm2d, torch.nn.GroupNorm)
+
 
 class SegmenterContract:
     """Checks every architecture must pass; each raises AssertionError with a readable message."""
@@ -73,6 +75,23 @@ class SegmenterContract:
         assert (z.float() - ref).abs().mean() <= 0.05 * ref.abs().mean() + 0.01
         model.to(memory_format=torch.contiguous_format)
 
+    @staticmethod
+    def freeze_encoder(model: Segmenter, size: tuple[int, int]) -> None:
+        encoder = list(model.encoder_modules())
+        encoder_params = {id(p) for m in encoder for p in m.parameters()}
+        assert encoder_params and len(encoder_params) < len(list(model.parameters())), "encoder must be a strict part"
+        model.freeze_encoder()
+        model.train()
+        norms = [m for e in encoder for m in e.modules() if isinstance(m, NORM_TYPES)]
+        assert all(not m.training for m in norms), "a frozen encoder's norm layers must stay in eval mode"
+        model.zero_grad(set_to_none=True)
+        model(torch.randn(2, model.in_channels, *size)).square().mean().backward()
+        for p in model.parameters():
+            assert (p.grad is None) == (id(p) in encoder_params), "only the encoder may be frozen"
+        model.freeze_encoder(False)
+        model.train()
+        assert all(m.training for m in norms) and model.num_parameters(trainable_only=True) == model.num_parameters()
+
     def all(self, factory: Callable[[], Segmenter], sizes: list[tuple[int, int]]) -> Segmenter:
         """Run every check on fresh models from ``factory``; return the last model."""
         torch.manual_seed(0)
@@ -83,6 +102,7 @@ class SegmenterContract:
         self.gradient_to_every_parameter(model, sizes[0])
         self.divisor_error(model)
         self.channels_last_and_autocast(factory(), sizes[0])
+        self.freeze_encoder(factory(), sizes[0])
         return model
 
 

@@ -27,6 +27,15 @@ def test_registry_holds_exactly_the_contract_names():
     assert all(issubclass(cls, Segmenter) for cls in SEGMENTERS.values())
 
 
+@pytest.mark.parametrize("name", sorted(CONTRACT_NAMES))
+def test_every_default_builds_and_reports_its_size(name):
+    with torch.device("meta"):  # defaults are full size: count without allocating
+        model = create_segmenter(name, out_channels=3)
+    assert model.out_channels == 3 and model.in_channels == 1
+    assert model.num_parameters() == sum(p.numel() for p in model.parameters()) > 0
+    assert isinstance(model.required_divisor, int) and 256 % model.required_divisor == 0
+
+
 def test_create_segmenter_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"expected a segmenter name in \[.*'all_dropout'.*'unet'\], got 'unet3d'"):
         create_segmenter("unet3d")
