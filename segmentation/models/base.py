@@ -177,8 +177,8 @@ class Segmenter(nn.Module):
     def freeze_encoder(self, freeze: bool = True) -> None:
         """Freeze (or unfreeze) the encoder: no gradients to its weights, its norm layers kept in eval.
 
-        While frozen, :meth:`train` keeps the encoder's normalisation layers in eval mode, so batch-norm running
-        statistics are neither used from nor updated by fine-tuning batches (transfer baselines rely on this).
+        While frozen, :meth:`train` keeps the encoder's normalisation layers in eval mode: batch norm normalises
+        with its stored running statistics and fine-tuning batches do not update them.
 
         Args:
             freeze: ``True`` to freeze, ``False`` to make the encoder trainable again.
