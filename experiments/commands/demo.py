@@ -70,7 +70,10 @@ def run_demo(out: str | Path = "runs/demo", size: int = 32, n_source: int = 48, 
 @click.option("--fraction", type=click.FloatRange(0, 1, min_open=True), default=DEMO_FRACTION, show_default=True,
               help="the small target label fraction compared with 0%.")
 @click.option("--device", default="cpu", show_default=True)
-def demo(out: str, size: int, iterations: int, source_iterations: int, fraction: float, device: str) -> None:
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True,
+              help="torch intra-op threads; these models are tiny, and more threads than free cores slow them down.")
+def demo(out: str, size: int, iterations: int, source_iterations: int, fraction: float, device: str,
+         threads: int) -> None:
     """Run the whole mission end to end on phantoms (CPU, a few minutes on 2 cores).
 
     Trains a U-Net on phantom domain A, adapts it to domain B (another "scanner") with the transfer method (a tiny
@@ -84,5 +87,8 @@ def demo(out: str, size: int, iterations: int, source_iterations: int, fraction:
       cxr-transfer demo --out /tmp/demo --size 32 --iterations 30 --source-iterations 80
       tensorboard --logdir runs/demo/sweep
     """
+    import torch
+
+    torch.set_num_threads(threads)
     run_demo(out=out, size=size, iterations=iterations, source_iterations=source_iterations, fraction=fraction,
              device=device, echo=click.echo)
