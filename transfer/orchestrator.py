@@ -295,7 +295,8 @@ class TransferOrchestrator:
 
     def fit(self, source_images: Tensor, source_masks: Tensor, target_images: Tensor,
             labelled: tuple[Tensor, Tensor] | None = None, selector: Selector | None = None, *,
-            warmup_cache: str | os.PathLike | None = None, warmup_key: str = "", resume: bool = False) -> TransferResult:
+            warmup_cache: str | os.PathLike | None = None, warmup_key: str = "",
+            resume: bool = False) -> TransferResult:
         """Warm up the translator, then run ``config.iterations`` iterations, selecting the best weights.
 
         Every ``steps_per_epoch`` iterations (and at the end) the EMA models are scored by ``selector``, every

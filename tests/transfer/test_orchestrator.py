@@ -120,3 +120,60 @@ def test_config_bad_arguments():
         TransferConfig(batch_size=0)
     with pytest.raises(ValueError, match="expected selection in"):
         TransferConfig(selection="oracle")
+
+
+def _lungs(data):
+    from segmentation.data.dataset import CXRData, resolve_classes
+
+    (organs,) = resolve_classes(("lungs",))
+    index = [data.classes.index(o) for o in organs]
+    return CXRData(images=data.images, masks=data.masks[:, index].amax(1, keepdim=True), ids=data.ids,
+                   classes=("lungs",), spacing_mm=data.spacing_mm)
+
+
+def phantom_transfer(seed: int = 0, size: int = 32, target: str = "b", **overrides) -> tuple[list[float], list[float]]:
+    """Per-image test Jaccard on phantom domain B of (source-only M_A, transfer at 0% labels) from the same M_A."""
+    from segmentation.data.phantoms import make_phantoms
+    from segmentation.data.preprocessing import normalize
+    from segmentation.metrics import evaluate_masks
+    from segmentation.training import SegmentationConfig, evaluate_segmenter, probabilities_to_masks
+    from transfer.baselines import train_source_segmenter
+    from transfer.selection import Selector
+    from translation import create_translator
+
+    a, a_val = _lungs(make_phantoms(48, size, "a", seed)), _lungs(make_phantoms(16, size, "a", seed + 100))
+    b_train, b_test = make_phantoms(40, size, target, seed + 200), _lungs(make_phantoms(24, size, target, seed + 300))
+    config = SegmentationConfig(model="unet", model_kwargs={"depth": 3, "base_channels": 8}, size=size, epochs=8,
+                                steps_per_epoch=25, batch_size=8, lr=1e-3, augment=True, seed=seed, device="cpu",
+                                progress=False, overlays=0)
+    m_a = train_source_segmenter(a, a_val, config)
+    source_only = [r["jaccard/lungs"] for r in evaluate_segmenter(m_a, b_test, config)]
+
+    def norm(x):
+        return normalize(x, "per_image")
+
+    torch.manual_seed(seed)
+    tconfig = TransferConfig(iterations=60, warmup_iterations=30, steps_per_epoch=20, batch_size=8, ema_decay=0.95,
+                             lr_segmenter=3e-4, pseudo_start=0.3, seed=seed).replace(**overrides)
+    orch = TransferOrchestrator(create_translator("cyclegan", "tiny"), copy.deepcopy(m_a), tconfig,
+                                normalize=norm)
+    selector = Selector("label_free", norm, source_val=(a_val.images, a_val.masks), target_images=b_train.images)
+    orch.fit(a.images, a.masks, b_train.images, None, selector)  # no target label at all
+    masks = probabilities_to_masks(torch.sigmoid(orch.predict(b_test.images)), config)
+    rows = evaluate_masks(masks, b_test.masks > 0.5, ("lungs",))
+    return source_only, [r["jaccard/lungs"] for r in rows]
+
+
+@pytest.mark.slow
+def test_transfer_at_zero_labels_removes_failures_on_phantoms():
+    # Phantom domain A -> B (B: other intensity curve, noise, blur, wider field of view, collimator borders), no
+    # target label. Fine-tuning at 0% labels is M_A itself, so source-only is the 0% baseline of both.
+    # Measured at this CPU scale (32 px, 30 warm-up + 60 iterations; seeds 0-3, docs/results/transfer.md): the
+    # per-image Jaccard sd of transfer was 0.23-0.88x that of source-only (it removes failed images, as the issue
+    # observed on real data), while its MEAN was not reliably higher (-16 to +8 points), so the bar is on the spread:
+    # sd below 0.8x source-only's (seed 0 measured 0.46x), plus a floor on the mean (0.35; a broken translator or a
+    # wrong direction, as on the inverted domain C at this scale, scores about 0.05-0.10) so a collapse cannot pass.
+    source_only, transfer = phantom_transfer(seed=0)
+    so, tr = torch.tensor(source_only), torch.tensor(transfer)
+    assert tr.std() < 0.8 * so.std(), f"transfer sd {tr.std():.3f} vs source-only sd {so.std():.3f}"
+    assert tr.mean() > 0.35, f"transfer mean Jaccard {tr.mean():.3f}"
