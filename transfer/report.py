@@ -146,6 +146,9 @@ def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike
         style = "--" if method in FRACTION_FREE else "-"
         ax.errorbar(x, y, yerr=err, label=method, marker="o", linestyle=style, capsize=3)
     ax.set_xscale("symlog", linthresh=1.0)
+    ticks = sorted({100 * s["fraction"] for s in summary})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.set_xlabel("target labels used (% of the target training split)")
     ax.set_ylabel(f"{metric.capitalize()} (%) on the target test split")
     ax.grid(True, alpha=0.3)
