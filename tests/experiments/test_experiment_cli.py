@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import torch
 from click.testing import CliRunner
 
 from experiments.cli import cli
