@@ -161,7 +161,7 @@ def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target:
     tgt = target.subset(splits["train"])
     path, key = _warmup_file(exp, src.ids, tgt.ids)
     orch = TransferOrchestrator(_build_translator(exp, device), copy.deepcopy(model), _transfer_config(exp),
-                                normalize=_norm(exp))
+                                normalize=_norm(exp), run_dir=path.with_suffix(""))  # TensorBoard: <cache>/tb
     orch.warm_up(src.images, tgt.images, cache=path, key=key)
 
 
