@@ -307,7 +307,14 @@ def load_dataset(
     """
     root = Path(root)
     classes = (classes,) if isinstance(classes, str) else tuple(classes)
-    groups = resolve_classes(classes)
+    # A class stored as its own mask folder (``prepare --classes lungs`` writes masks/lungs/, a new dataset may
+    # have masks/tumour/) is read as it is; other names are united from their organ folders.
+    stored = {name for name in classes if (root / "masks" / name).is_dir()}
+    groups = resolve_classes([name for name in classes if name not in stored] or ["lungs"])
+    groups_by_name = dict(zip([name for name in classes if name not in stored], groups))
+    groups = tuple((name,) if name in stored else groups_by_name[name] for name in classes)
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"expected distinct class names, got {list(classes)}")
     out_size = _check_size(size)
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset folder; check the path or run `cxr-transfer prepare` first")

@@ -160,3 +160,21 @@ def test_real_jsrt_loads(real_data):
     assert 0.15 < lung_area < 0.5 and float(data.masks[:, 1].mean()) < lung_area
     # lungs are darker than the rest of the image
     assert float(data.images[data.masks[:, :1].bool()].mean()) < float(data.images.mean())
+
+
+def test_class_stored_as_its_own_mask_folder_is_read_directly(tmp_path):
+    """`prepare --classes lungs` writes masks/lungs/; a new dataset may name classes the organ table does not know."""
+    import numpy as np
+
+    from segmentation.data.dataset import load_dataset
+    from segmentation.data.io import write_png
+
+    for name in ("a", "b"):
+        write_png(tmp_path / "images" / f"{name}.png", np.full((16, 16), 100, np.uint8))
+        mask = np.zeros((16, 16), bool)
+        mask[4:12, 2:8] = True
+        write_png(tmp_path / "masks" / "lungs" / f"{name}.png", mask)
+        write_png(tmp_path / "masks" / "tumour" / f"{name}.png", ~mask)
+    data = load_dataset(tmp_path, classes=("lungs", "tumour"), size=None)
+    assert data.masks.shape == (2, 2, 16, 16)
+    assert data.masks[:, 0].sum().item() == 2 * 48 and data.masks[:, 1].sum().item() == 2 * (256 - 48)
