@@ -38,7 +38,10 @@ SEEDS=0
 # the label-fraction table (issue 5), JSRT -> Montgomery lungs at 256
 start=$(date +%s)
 cxr-transfer experiment sweep --source "$DATA/jsrt" --target "$DATA/montgomery" --out "$OUT/sweep" --size 256 \
-    --methods transfer,finetune,scratch,source_only,histmatch --fractions 0,0.0125,0.025,0.05,0.1,0.2,0.5,1.0 \
+    --preset default --translator-kwargs '{"n_blocks": 6, "base_channels": 32}' \
+    --iterations 3000 --warmup 1000 --steps-per-epoch 250 --batch-size 8 \
+    --source-iterations 3000 --finetune-iterations 1500 \
+    --methods transfer,finetune,scratch,source_only,histmatch --fractions 0,0.0125,0.025,0.05,0.1,0.2,0.5,1 \
     --seeds "$SEEDS" --jobs 4 --device cuda
 echo "sweep wall time: $(( $(date +%s) - start )) s" | tee "$OUT/sweep_time.txt"
 cxr-transfer experiment report --runs "$OUT/sweep" --out "$OUT/report"
