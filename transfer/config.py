@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 METHODS = ("transfer", "finetune", "scratch", "source_only", "histmatch")
+PREDICT_VIEWS = ("translated", "direct", "translated_flip", "direct_flip")
 SELECTION_RULES = ("label_free", "source_cycle", "cycle_agreement", "kid", "labelled", "paper_target_val", "last")
 PAPER_FRACTIONS = (0.0, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -50,6 +51,12 @@ class TransferConfig:
         seed: seed of the iterators and of the run.
         log_every: iterations between TensorBoard scalar writes.
         grad_clip: max gradient norm for every optimizer step (0 disables it).
+        predict_views: views whose probabilities are averaged at prediction (test-time stabiliser, not in the
+            paper): ``"translated"`` is the paper's M_A(G_BA(b)), ``"direct"`` is M_A(b) (the adapted segmenter on the
+            raw target image), ``*_flip`` the same on the horizontally flipped image (flipped back). Self-training
+            pseudo-labels always use the paper's view only.
+        snapshots: average predictions over the EMA weights of the last ``snapshots`` evaluations instead of using
+            the selected ones (1: the selected weights only).
     """
 
     iterations: int = 3000
@@ -78,6 +85,8 @@ class TransferConfig:
     seed: int = 0
     log_every: int = 10
     grad_clip: float = 0.0
+    predict_views: tuple[str, ...] = ("translated",)
+    snapshots: int = 1
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):
@@ -96,6 +105,10 @@ class TransferConfig:
         _check(0 <= self.ema_decay < 1, f"expected 0 <= ema_decay < 1, got {self.ema_decay}")
         _check(self.selection in SELECTION_RULES,
                f"expected selection in {SELECTION_RULES}, got {self.selection!r}")
+        object.__setattr__(self, "predict_views", tuple(self.predict_views))
+        _check(len(self.predict_views) >= 1 and all(v in PREDICT_VIEWS for v in self.predict_views),
+               f"expected predict_views to be a non-empty subset of {PREDICT_VIEWS}, got {self.predict_views}")
+        _check(self.snapshots >= 1, f"expected snapshots >= 1, got {self.snapshots}")
         _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
 
     def replace(self, **changes: object) -> "TransferConfig":

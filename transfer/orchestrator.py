@@ -192,6 +192,7 @@ class TransferOrchestrator:
         self.labelled: ForeverIterator | None = None
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"iteration": -1, "score": -math.inf, "state": None}
+        self.snapshots: list[dict[str, Any]] = []
 
     @property
     def device(self) -> torch.device:
@@ -369,6 +370,10 @@ class TransferOrchestrator:
             if "score" not in criteria:
                 raise ValueError(f"expected a 'score' in the selector's criteria, got {sorted(criteria)}")
         logger.scalars(criteria, it, prefix="selection")
+        if self.config.snapshots > 1:
+            self.snapshots = (self.snapshots + [{
+                "translator": copy.deepcopy(self.ema_translator.module.state_dict()),
+                "segmenter": copy.deepcopy(self.ema_segmenter.module.state_dict())}])[-self.config.snapshots:]
         self.history.append({"iteration": float(it), **{k: float(v) for k, v in criteria.items()}})
         score = float(criteria["score"])
         if not math.isnan(score) and score >= self.best["score"]:
@@ -386,10 +391,46 @@ class TransferOrchestrator:
             self.segmenter)
         return predict_target(translator, segmenter, images, self.normalize)
 
-    def predict(self, images: Tensor, batch_size: int = 8) -> Tensor:
-        """Logits of M_A(G_BA(b)) for target images ``[N, 1, H, W]`` in ``[0, 1]`` (selected EMA weights)."""
-        outs = [self._predict_logits(images[i:i + batch_size].to(self.device)).cpu()
-                for i in range(0, len(images), batch_size)]
+    def predict(self, images: Tensor, batch_size: int = 8, views: Sequence[str] | None = None,
+                snapshots: int | None = None) -> Tensor:
+        """Logits of M_A(G_BA(b)) for target images (selected EMA weights), or of an average over views/snapshots.
+
+        With ``config.predict_views`` other than the paper's ``("translated",)`` the probabilities of the views are
+        averaged (see :func:`predict_views`); with ``config.snapshots > 1`` they are also averaged over the EMA
+        weights of the last evaluations. The returned logits are ``logit(mean probability)``.
+
+        Args:
+            images: ``[N, 1, H, W]`` in ``[0, 1]``.
+            batch_size: images per forward pass.
+            views / snapshots: override ``config.predict_views`` / ``config.snapshots`` (for ablations).
+
+        Returns:
+            Logits ``[N, K, H, W]`` on the CPU.
+
+        Raises:
+            ValueError: on an unknown view.
+        """
+        views = tuple(views if views is not None else self.config.predict_views)
+        snapshots = snapshots if snapshots is not None else self.config.snapshots
+        if views == ("translated",) and (snapshots <= 1 or len(self.snapshots) <= 1):
+            outs = [self._predict_logits(images[i:i + batch_size].to(self.device)).cpu()
+                    for i in range(0, len(images), batch_size)]
+            return torch.cat(outs)
+        models = [(self.ema_translator.module, self.ema_segmenter.module)] if self.ema_translator is not None else [
+            (unwrap(self.translator), unwrap(self.segmenter))]
+        if snapshots > 1 and len(self.snapshots) > 1:
+            models = []
+            for state in self.snapshots[-snapshots:]:
+                translator, segmenter = copy.deepcopy(self.ema_translator.module), copy.deepcopy(
+                    self.ema_segmenter.module)
+                translator.load_state_dict(state["translator"])
+                segmenter.load_state_dict(state["segmenter"])
+                models.append((translator, segmenter))
+        outs = []
+        for i in range(0, len(images), batch_size):
+            x = images[i:i + batch_size].to(self.device)
+            probs = torch.stack([predict_views(t, s, x, self.normalize, views) for t, s in models]).mean(0)
+            outs.append(torch.logit(probs.clamp(1e-6, 1 - 1e-6)).cpu())
         return torch.cat(outs)
 
     # ------------------------------------------------------------------ state
@@ -403,7 +444,7 @@ class TransferOrchestrator:
             "ema_translator": self.ema_translator.state_dict(), "ema_segmenter": self.ema_segmenter.state_dict(),
             "source": self.source.state_dict(), "target": self.target.state_dict(),
             "labelled": self.labelled.state_dict() if self.labelled is not None else None,
-            "history": self.history, "best": self.best, "rng": get_rng_state(),
+            "history": self.history, "best": self.best, "rng": get_rng_state(), "snapshots": self.snapshots,
             "config": json.loads(json.dumps(self.config.__dict__, default=list)),
         }
 
@@ -422,6 +463,7 @@ class TransferOrchestrator:
             self.labelled.load_state_dict(state["labelled"])
         self.history = list(state["history"])
         self.best = state["best"]
+        self.snapshots = list(state.get("snapshots", []))
         set_rng_state(state["rng"])
 
 
@@ -442,6 +484,54 @@ def predict_target(translator: nn.Module, segmenter: nn.Module, images: Tensor,
     finally:
         translator.train(modes[0])
         segmenter.train(modes[1])
+
+
+@torch.no_grad()
+def predict_views(translator: nn.Module, segmenter: nn.Module, images: Tensor,
+                  normalize: Callable[[Tensor], Tensor], views: Sequence[str] = ("translated",)) -> Tensor:
+    """Mean probability of M_A over several views of target images (a test-time stabiliser beyond the paper).
+
+    ``"translated"``: M_A(G_BA(b)), the paper's prediction; ``"direct"``: M_A(b); ``"translated_flip"`` /
+    ``"direct_flip"``: the same on the horizontally flipped image, flipped back.
+
+    Args:
+        translator / segmenter: the models (eval mode is set and restored by :func:`predict_target`).
+        images: ``[N, 1, H, W]`` in ``[0, 1]``.
+        normalize: segmenter input normalisation.
+        views: names from ``transfer.config.PREDICT_VIEWS``.
+
+    Returns:
+        Probabilities ``[N, K, H, W]`` (float32).
+
+    Raises:
+        ValueError: on an empty or unknown view list.
+    """
+    from transfer.config import PREDICT_VIEWS
+
+    if not views or any(v not in PREDICT_VIEWS for v in views):
+        raise ValueError(f"expected views from {PREDICT_VIEWS}, got {tuple(views)}")
+    total = None
+    for view in views:
+        x = images.flip(-1) if view.endswith("_flip") else images
+        if view.startswith("translated"):
+            logits = predict_target(translator, segmenter, x, normalize)
+        else:
+            logits = _predict_direct(segmenter, x, normalize)
+        probs = torch.sigmoid(logits)
+        probs = probs.flip(-1) if view.endswith("_flip") else probs
+        total = probs if total is None else total + probs
+    return total / len(views)
+
+
+@torch.no_grad()
+def _predict_direct(segmenter: nn.Module, images: Tensor, normalize: Callable[[Tensor], Tensor]) -> Tensor:
+    segmenter = unwrap(segmenter)
+    mode = segmenter.training
+    segmenter.eval()
+    try:
+        return segmenter(normalize(images)).float()
+    finally:
+        segmenter.train(mode)
 
 
 def _warmup_key(model: nn.Module, config: TransferConfig, key: str) -> str:
@@ -477,4 +567,5 @@ def stack_labelled(images: Tensor | None, masks: Tensor | None) -> tuple[Tensor,
     return images, masks
 
 
-__all__: Sequence[str] = ("EMA", "ForeverIterator", "TransferOrchestrator", "TransferResult", "predict_target")
+__all__: Sequence[str] = ("EMA", "ForeverIterator", "TransferOrchestrator", "TransferResult", "predict_target",
+                          "predict_views")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -83,6 +84,9 @@ def shared_options(func: Callable) -> Callable:
                      show_default=True, help="EMA of generator and segmenter weights (0 disables it)."),
         click.option("--pseudo-weight", type=click.FloatRange(0), default=TransferConfig.weight_pseudo,
                      show_default=True, help="self-training on confident target pseudo-labels (0 disables it)."),
+        click.option("--transfer-kwargs", default="{}", callback=_json_dict,
+                     help="JSON of further TransferConfig fields, e.g. '{\"predict_views\": [\"translated\", "
+                          "\"direct\"], \"weight_pseudo\": 0}' (overrides the options above)."),
         click.option("--source-iterations", type=click.IntRange(1), default=ExperimentConfig.source_iterations,
                      show_default=True, help="steps of the source segmenter M_A (trained once per seed)."),
         click.option("--finetune-iterations", type=click.IntRange(1), default=ExperimentConfig.finetune_iterations,
@@ -104,6 +108,11 @@ def build_config(method: str, fraction: float, seed: int, opts: dict[str, Any]) 
                                   steps_per_epoch=opts["steps_per_epoch"], batch_size=opts["batch_size"],
                                   selection=opts["selection"], ema_decay=opts["ema_decay"],
                                   weight_pseudo=opts["pseudo_weight"], seed=seed)
+        extra = dict(opts.get("transfer_kwargs") or {})
+        unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(TransferConfig)})
+        if unknown:
+            raise ValueError(f"expected --transfer-kwargs keys among TransferConfig fields, got unknown {unknown}")
+        transfer = transfer.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()})
         return ExperimentConfig(method=method, fraction=fraction, seed=seed, source=opts["source"],
                                 target=opts["target"], out=opts["out"],
                                 classes=tuple(c.strip() for c in opts["classes"].split(",") if c.strip()),

@@ -62,10 +62,15 @@ def train(fraction: float, seed: int, **opts: Any) -> None:
 def predict(model_dir: str, images: str, out: str, device: str) -> None:
     """Segment new target images with an adapted model, M_A(G_BA(b)), at their own size.
 
+    The prediction views averaged (TransferConfig.predict_views) are read from the run folder's config.json when
+    there is one; snapshot averaging is not available here (only the selected weights are saved).
+
     \b
     Example:
       cxr-transfer transfer predict --model runs/adapt/cells/transfer/f0.0000/s0 --images xrays/ --out masks/
     """
+    import json
+
     import numpy as np
     import torch
 
@@ -73,7 +78,7 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
     from segmentation.data.io import IMAGE_SUFFIXES, DataError, read_image, write_png
     from segmentation.data.preprocessing import normalize
     from segmentation.training import load_segmenter, probabilities_to_masks, resize_images
-    from transfer.orchestrator import predict_target
+    from transfer.orchestrator import predict_views
     from transfer.report import write_overlays
     from transfer.sweep import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
     from translation import load_translator
@@ -83,6 +88,10 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
         if not (folder / name).is_file():
             raise click.ClickException(f"{folder / name} is missing; pass the run folder printed by "
                                        "`cxr-transfer transfer train` (it holds translator.pt and segmenter.pt)")
+    views: tuple[str, ...] = ("translated",)
+    if (folder / "config.json").is_file():
+        views = tuple(json.loads((folder / "config.json").read_text()).get("transfer", {}).get("predict_views",
+                                                                                                 views))
     dev = resolve_device(device)
     translator, _ = load_translator(folder / ADAPTED_TRANSLATOR, map_location=dev)
     segmenter, config, _ = load_segmenter(folder / ADAPTED_SEGMENTER, map_location=dev)
@@ -98,8 +107,8 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
         scale = 65535.0 if array.dtype == np.uint16 else 255.0
         image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
         x = resize_images(image, config.size).to(dev)
-        logits = predict_target(translator, segmenter, x, lambda t: normalize(t, config.normalization))
-        probs = resize_images(torch.sigmoid(logits).cpu(), tuple(image.shape[-2:])).clamp(0, 1)
+        probs = predict_views(translator, segmenter, x, lambda t: normalize(t, config.normalization), views)
+        probs = resize_images(probs.cpu(), tuple(image.shape[-2:])).clamp(0, 1)
         masks = probabilities_to_masks(probs, config)
         for k, name in enumerate(config.classes):
             write_png(Path(out) / name / f"{path.stem}.png", masks[0, k].numpy().astype(np.uint8) * 255)

@@ -38,6 +38,22 @@ def test_run_dry_run_prints_resolved_config(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def test_transfer_kwargs_reach_the_transfer_config(tmp_path):
+    result = _invoke("experiment", "run", "--method", "transfer", "--fraction", "0", *_data_dirs(tmp_path),
+                     "--transfer-kwargs", '{"predict_views": ["translated", "direct"], "lr_segmenter": 3e-5}',
+                     "--pseudo-weight", "0.3", "--dry-run")
+    assert result.exit_code == 0, result.output
+    transfer = json.loads(result.output)["transfer"]
+    assert transfer["predict_views"] == ["translated", "direct"] and transfer["lr_segmenter"] == 3e-5
+    assert transfer["weight_pseudo"] == 0.3  # the named options still apply
+    bad = CliRunner().invoke(cli, ["experiment", "run", "--method", "transfer", "--fraction", "0",
+                                   *_data_dirs(tmp_path), "--transfer-kwargs", '{"lr_segmentor": 1}', "--dry-run"])
+    assert bad.exit_code == 2 and "unknown ['lr_segmentor']" in bad.output
+    bad = CliRunner().invoke(cli, ["experiment", "run", "--method", "transfer", "--fraction", "0",
+                                   *_data_dirs(tmp_path), "--transfer-kwargs", '{"predict_views": ["x"]}', "--dry-run"])
+    assert bad.exit_code == 2 and "expected predict_views" in bad.output
+
+
 def test_fraction_outside_unit_interval_is_refused(tmp_path):
     result = CliRunner().invoke(cli, ["experiment", "run", "--method", "transfer", "--fraction", "1.5",
                                       *_data_dirs(tmp_path), "--dry-run"])

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from transfer.config import TransferConfig
-from transfer.orchestrator import EMA, ForeverIterator, TransferOrchestrator
+from transfer.orchestrator import EMA, ForeverIterator, TransferOrchestrator, predict_views
 
 
 def _data(n=6, size=8):
@@ -120,6 +120,60 @@ def test_config_bad_arguments():
         TransferConfig(batch_size=0)
     with pytest.raises(ValueError, match="expected selection in"):
         TransferConfig(selection="oracle")
+
+
+class _Shift(torch.nn.Module):
+    """A translator whose G_BA adds 0.5 in [-1, 1] space, i.e. 0.25 in [0, 1] images."""
+
+    def b_to_a(self, x):
+        return x + 0.5
+
+
+class _Ramp(torch.nn.Module):
+    """A segmenter whose logit is 4 * (x - 0.5) minus a column ramp (0, 1, 2...), to see flips."""
+
+    def forward(self, x):
+        return 4 * (x - 0.5) - torch.arange(x.shape[-1], dtype=x.dtype)
+
+
+def test_predict_views_hand_computed():
+    x = torch.full((1, 1, 2, 3), 0.5)
+    identity = lambda t: t  # noqa: E731
+    col = torch.arange(3.0)
+    direct = torch.sigmoid(-col)  # 4 * (0.5 - 0.5) - col
+    translated = torch.sigmoid(1 - col)  # G_BA(b) = 0.75 -> 4 * 0.25 - col
+    out = predict_views(_Shift(), _Ramp(), x, identity, ("translated", "direct"))
+    assert out.shape == (1, 1, 2, 3)
+    assert torch.allclose(out[0, 0, 0], (direct + translated) / 2)
+    flipped = predict_views(_Shift(), _Ramp(), x, identity, ("direct_flip",))
+    assert torch.allclose(flipped[0, 0, 0], torch.sigmoid(-col.flip(0)))  # the ramp seen mirrored, flipped back
+    with pytest.raises(ValueError, match="expected views from"):
+        predict_views(_Shift(), _Ramp(), x, identity, ("rotated",))
+    with pytest.raises(ValueError, match="expected predict_views to be a non-empty subset"):
+        TransferConfig(predict_views=("rotated",))
+    with pytest.raises(ValueError, match="expected snapshots >= 1, got 0"):
+        TransferConfig(snapshots=0)
+
+
+def test_prediction_averages_views_and_snapshots(toys):
+    a, ya, b, labelled = _data()
+    orch = _orch(toys, CONFIG.replace(snapshots=2, predict_views=("translated", "direct")))
+    orch.fit(a, ya, b, labelled)
+    assert len(orch.snapshots) == 2  # evaluations at iterations 3 and 6
+    paper = torch.sigmoid(orch.predict(b, views=("translated",), snapshots=1))
+    assert paper.shape == (6, 1, 8, 8)
+    assert torch.allclose(paper, torch.sigmoid(orch._predict_logits(b)), atol=1e-6)
+    direct = predict_views(None, orch.ema_segmenter.module, b, orch.normalize, ("direct",))
+    assert torch.allclose(torch.sigmoid(orch.predict(b, snapshots=1)), (paper + direct) / 2, atol=1e-5)
+    # snapshot average: the mean over the two evaluated EMA states (the last one is the current EMA)
+    last = torch.sigmoid(orch.predict(b, views=("translated",), snapshots=1))
+    both = torch.sigmoid(orch.predict(b, views=("translated",), snapshots=2))
+    first_t, first_s = copy.deepcopy(orch.ema_translator.module), copy.deepcopy(orch.ema_segmenter.module)
+    first_t.load_state_dict(orch.snapshots[0]["translator"])
+    first_s.load_state_dict(orch.snapshots[0]["segmenter"])
+    first = predict_views(first_t, first_s, b, orch.normalize)
+    assert torch.allclose(both, (first + last) / 2, atol=1e-5)
+    assert not torch.allclose(first, last, atol=1e-4), "the two snapshots should differ"
 
 
 def _lungs(data):
