@@ -35,7 +35,7 @@ STEPS_PER_EPOCH = 25
 
 
 def segmentation_config(exp: ExperimentConfig, iterations: int, lr: float, augment: bool = True,
-                        seed_offset: int = 0) -> SegmentationConfig:
+                        seed_offset: int = 0, classes: tuple[str, ...] | None = None) -> SegmentationConfig:
     """The ``SegmentationConfig`` of a segmenter training inside an experiment cell.
 
     ``iterations`` optimizer steps are laid out as epochs of at most :data:`STEPS_PER_EPOCH` steps.
@@ -46,11 +46,54 @@ def segmentation_config(exp: ExperimentConfig, iterations: int, lr: float, augme
     if iterations < 1:
         raise ValueError(f"expected iterations >= 1, got {iterations}")
     steps = min(STEPS_PER_EPOCH, iterations)
-    return SegmentationConfig(model=exp.segmenter, model_kwargs=dict(exp.segmenter_kwargs), classes=tuple(exp.classes),
+    return SegmentationConfig(model=exp.segmenter, model_kwargs=dict(exp.segmenter_kwargs),
+                              classes=tuple(classes or exp.classes),
                               size=exp.size, loss=exp.transfer.loss, epochs=max(1, math.ceil(iterations / steps)),
                               steps_per_epoch=steps, batch_size=exp.transfer.batch_size, lr=lr, augment=augment,
                               normalization=exp.transfer.normalize_mode, seed=exp.seed + seed_offset,
                               device=exp.device, amp=exp.transfer.amp, progress=False, overlays=0)
+
+
+def select_classes(model: nn.Module, index: list[int]) -> nn.Module:
+    """A copy of a segmenter whose 1x1 ``head`` keeps only the output channels ``index`` (same body weights).
+
+    Used when M_A has more classes (e.g. lungs, heart, clavicles on JSRT) than the target is scored on (lungs on
+    Montgomery): every method then works on the shared classes.
+
+    Raises:
+        ValueError: if the model has no ``head`` convolution or an index is out of range.
+    """
+    head = getattr(model, "head", None)
+    if not isinstance(head, nn.Conv2d) or not index or max(index) >= head.out_channels or min(index) < 0:
+        raise ValueError(f"expected a segmenter with a 1x1 Conv2d `head` and channel indices in "
+                         f"[0, {getattr(head, 'out_channels', 0)}), got head {head!r} and {index}")
+    out = copy.deepcopy(model)
+    new = nn.Conv2d(head.in_channels, len(index), head.kernel_size, bias=head.bias is not None).to(
+        head.weight.device, head.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(head.weight[index])
+        if head.bias is not None:
+            new.bias.copy_(head.bias[index])
+    out.head = new
+    if hasattr(out, "out_channels"):
+        out.out_channels = len(index)
+    return out
+
+
+def merge_head(adapted: nn.Module, full: nn.Module, index: list[int]) -> nn.Module:
+    """``full`` (all source classes) with the body of ``adapted`` and its head rows at channels ``index``.
+
+    After adaptation only the target classes' head rows were trained; the other classes keep M_A's head rows on top
+    of the adapted features, so their predictions can be drawn on target images.
+    """
+    out = copy.deepcopy(full)
+    state = {k: v for k, v in adapted.state_dict().items() if not k.startswith("head.")}
+    out.load_state_dict({**out.state_dict(), **state})
+    with torch.no_grad():
+        out.head.weight[index] = adapted.head.weight.to(out.head.weight)
+        if out.head.bias is not None:
+            out.head.bias[index] = adapted.head.bias.to(out.head.bias)
+    return out
 
 
 def train_source_segmenter(train: CXRData, val: CXRData | None, config: SegmentationConfig,

@@ -7,7 +7,10 @@
   on every row;
 * ``wilcoxon.csv``: two-sided Wilcoxon signed-rank tests of ``transfer`` against every other method per fraction,
   paired by (seed, image);
-* ``jaccard_vs_fraction.png``: Jaccard against label fraction with 95% confidence intervals per method.
+* ``jaccard_vs_fraction.png``: Jaccard against label fraction with 95% confidence intervals per method;
+* ``overlays/<method>_<fraction>_<seed>.png``: the ``overlays.png`` of each cell whose source segmenter had more
+  classes than the target is scored on (``ExperimentConfig.source_classes``), e.g. heart and clavicles predicted on
+  Montgomery test images, also linked from ``table.md``.
 
 :func:`write_overlays` draws target images with predicted contours (e.g. heart and clavicles on Montgomery, for
 which no ground truth exists).
@@ -192,6 +195,16 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None) 
              f"{t['p_value']:.3g} | {int(t['n'])} |" for t in tests]
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "wilcoxon": out / "wilcoxon.csv",
              "plot": out / "jaccard_vs_fraction.png"}
+    overlays = sorted((runs / "cells").glob("*/*/*/overlays.png"))
+    for path in overlays:  # qualitative PNGs of classes the target has no ground truth for (heart, clavicles...)
+        method, fraction, seed = path.parts[-4:-1]
+        target = out / "overlays" / f"{method}_{fraction}_{seed}.png"
+        with atomic_path(target) as tmp:
+            Path(tmp).write_bytes(path.read_bytes())
+        paths[f"overlays/{method}_{fraction}_{seed}"] = target
+    if overlays:
+        text += ["", "## Qualitative predictions on target test images (classes without target ground truth)", ""]
+        text += [f"![{k[9:]}](overlays/{p.name})" for k, p in paths.items() if k.startswith("overlays/")]
     atomic_write_text(paths["markdown"], "\n".join(text) + "\n")
     atomic_write_text(paths["csv"], _csv(summary))
     atomic_write_text(paths["wilcoxon"], _csv(tests))

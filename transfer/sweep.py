@@ -52,7 +52,9 @@ from transfer.baselines import (
     fine_tune,
     from_scratch,
     histogram_matching,
+    merge_head,
     segmentation_config,
+    select_classes,
     source_only,
     train_source_segmenter,
 )
@@ -76,7 +78,7 @@ def load_cell_data(exp: ExperimentConfig) -> tuple[CXRData, CXRData]:
     if not exp.source or not exp.target:
         raise ValueError(f"expected source and target dataset folders, got {exp.source!r} and {exp.target!r}; "
                          "pass --source DIR --target DIR (prepared by cxr-transfer prepare)")
-    return (load_dataset(exp.source, classes=exp.classes, size=exp.size),
+    return (load_dataset(exp.source, classes=exp.model_classes, size=exp.size),
             load_dataset(exp.target, classes=exp.classes, size=exp.size))
 
 
@@ -106,7 +108,7 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
         ValueError: if a cached M_A was trained with another configuration (choose another --out).
     """
     splits = source_splits(source, exp)
-    config = segmentation_config(exp, exp.source_iterations, exp.source_lr, augment=True)
+    config = segmentation_config(exp, exp.source_iterations, exp.source_lr, augment=True, classes=exp.model_classes)
     folder = Path(exp.out) / "source" / f"s{exp.seed}"
     path = folder / "segmenter.pt"
     if path.is_file():
@@ -200,11 +202,18 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
     if exp.max_test:
         test = test.subset(list(range(min(exp.max_test, len(test)))))
     m_a, seg_config = source_model(exp, source, device)
+    m_a_full, full_config, index = m_a, seg_config, [exp.model_classes.index(c) for c in exp.classes]
+    if exp.model_classes != exp.classes:  # M_A has more classes than the target is scored on: use the shared ones
+        m_a, seg_config = select_classes(m_a_full, index), seg_config.replace(classes=tuple(exp.classes))
+        source = CXRData(images=source.images, masks=source.masks[:, index], ids=source.ids, classes=exp.classes,
+                         spacing_mm=source.spacing_mm)
     extra: dict[str, Any] = {}
     ft_config = segmentation_config(exp, max(1, exp.finetune_iterations), exp.finetune_lr, augment=True,
                                     seed_offset=1000)
     if exp.method == "source_only" or (exp.method == "finetune" and not labelled):
         rows = source_only(m_a, test, seg_config)
+        if exp.method == "source_only" and m_a_full is not m_a:
+            write_class_overlays(run / OVERLAYS, torch.nn.Identity(), m_a_full, test, full_config, ("direct",))
     elif exp.method == "histmatch":
         src_train = source.subset(source_splits(source, exp)["train"])
         rows = histogram_matching(m_a, test, src_train.images, seg_config)
@@ -216,6 +225,12 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
         rows = source_only(model, test, ft_config)
     else:
         rows, extra = _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, device, run)
+        if m_a_full is not m_a:
+            orch = extra.pop("_orchestrator")
+            full = merge_head(orch.ema_segmenter.module.cpu(), m_a_full.cpu(), index)
+            write_class_overlays(run / OVERLAYS, orch.ema_translator.module.cpu(), full, test, full_config,
+                                 ("translated",))
+        extra.pop("_orchestrator", None)
     result = _summarize(exp, rows, len(labelled), time.perf_counter() - start, extra)
     write_rows_csv(run / "per_image.csv", rows)
     atomic_write_json(done, result)
@@ -245,8 +260,26 @@ def _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, devi
     rows = [{"id": i, **r} for i, r in zip(test.ids, evaluate_masks(masks.cpu(), test.masks.cpu() > 0.5,
                                                                      test.classes, spacing_mm=test.spacing_mm))]
     extra = {"best_iteration": fit.best_iteration, "best_score": fit.best_score, "selection": config.selection,
-             "history": fit.history, "train_seconds": fit.seconds}
+             "history": fit.history, "train_seconds": fit.seconds, "_orchestrator": orch}
     return rows, extra
+
+
+OVERLAYS = "overlays.png"
+
+
+def write_class_overlays(path: Path, translator: torch.nn.Module, segmenter: torch.nn.Module, test: CXRData,
+                         config: SegmentationConfig, views: Sequence[str], count: int = 8) -> Path:
+    """PNG of the first ``count`` target test images with every class of a (multi-class) M_A outlined.
+
+    Montgomery has lung masks only, so these qualitative pictures are the only check of heart and clavicles there.
+    """
+    from transfer.orchestrator import predict_views
+    from transfer.report import write_overlays
+
+    images = test.images[:count].cpu()
+    probs = predict_views(translator, segmenter, images, lambda x: normalize(x, config.normalization), views)
+    masks = probabilities_to_masks(probs, config)
+    return write_overlays(images, masks, config.classes, path, titles=list(test.ids[:count]))
 
 
 ADAPTED_TRANSLATOR = "translator.pt"

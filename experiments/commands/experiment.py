@@ -63,6 +63,10 @@ def shared_options(func: Callable) -> Callable:
         click.option("--out", type=click.Path(file_okay=False), default="runs/sweep", show_default=True,
                      help="sweep root: every cell, cache, TensorBoard log and results.jsonl go below it."),
         click.option("--classes", default="lungs", show_default=True, help="comma-separated classes."),
+        click.option("--source-classes", default="", show_default=True,
+                     help="comma-separated classes of the source segmenter when it has more than the target is "
+                          "scored on (e.g. lungs,heart,clavicles); their predictions on target test images are drawn "
+                          "in overlays.png of the source_only and transfer cells and in the report."),
         click.option("--size", type=click.IntRange(8), default=256, show_default=True, help="image side in pixels."),
         click.option("--segmenter", default="unet", show_default=True, help="segmentation.models name."),
         click.option("--segmenter-kwargs", default="{}", callback=_json_dict, help="JSON keywords of the segmenter."),
@@ -116,6 +120,8 @@ def build_config(method: str, fraction: float, seed: int, opts: dict[str, Any]) 
         return ExperimentConfig(method=method, fraction=fraction, seed=seed, source=opts["source"],
                                 target=opts["target"], out=opts["out"],
                                 classes=tuple(c.strip() for c in opts["classes"].split(",") if c.strip()),
+                                source_classes=tuple(c.strip() for c in (opts.get("source_classes") or "").split(",")
+                                                     if c.strip()),
                                 size=opts["size"], segmenter=opts["segmenter"],
                                 segmenter_kwargs=opts["segmenter_kwargs"], translator=opts["translator"],
                                 translator_preset=opts["preset"], translator_kwargs=opts["translator_kwargs"],

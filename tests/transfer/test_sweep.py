@@ -80,3 +80,50 @@ def test_torn_last_line_is_ignored_and_appends_stay_valid(tmp_path):
 def test_bad_jobs_message(tmp_path):
     with pytest.raises(ValueError, match="expected jobs >= 1, got 0"):
         run_sweep(ExperimentConfig(out=str(tmp_path)), METHODS, FRACTIONS, (0,), jobs=0, runner=_fake_result)
+
+
+def test_select_and_merge_head_keep_the_right_channels():
+    import torch
+
+    from segmentation.models import create_segmenter
+    from transfer.baselines import merge_head, select_classes
+
+    torch.manual_seed(0)
+    full = create_segmenter("unet", in_channels=1, out_channels=3, depth=2, base_channels=4).eval()
+    x = torch.rand(2, 1, 16, 16)
+    lungs = select_classes(full, [0]).eval()
+    assert lungs(x).shape == (2, 1, 16, 16)
+    assert torch.allclose(lungs(x), full(x)[:, [0]], atol=1e-6)
+    with torch.no_grad():  # "adapt" the sliced model: its head row now differs from M_A's
+        lungs.head.bias.add_(1.0)
+    merged = merge_head(lungs, full, [0]).eval()
+    assert torch.allclose(merged(x)[:, [0]], lungs(x), atol=1e-6)
+    assert torch.allclose(merged(x)[:, 1:], full(x)[:, 1:], atol=1e-6)  # the other classes keep M_A's head
+    with pytest.raises(ValueError, match="channel indices in"):
+        select_classes(full, [3])
+    with pytest.raises(ValueError, match="to include every target class"):
+        ExperimentConfig(classes=("lungs",), source_classes=("heart",))
+
+
+def test_source_with_more_classes_scores_target_classes_and_draws_overlays(tmp_path):
+    # M_A segments lungs, heart and clavicles on domain A; domain B is scored on lungs only (as Montgomery), and the
+    # source_only and transfer cells draw all three classes on target test images, gathered by the report.
+    from segmentation.data.phantoms import write_phantom_dataset
+    from transfer.config import TransferConfig
+    from transfer.report import write_report
+
+    write_phantom_dataset(tmp_path / "a", 12, 32, "a", 0)
+    write_phantom_dataset(tmp_path / "b", 15, 32, "b", 1)
+    base = ExperimentConfig(source=str(tmp_path / "a"), target=str(tmp_path / "b"), out=str(tmp_path / "sweep"),
+                            classes=("lungs",), source_classes=("lungs", "heart", "clavicles"), size=32,
+                            segmenter_kwargs={"depth": 2, "base_channels": 4}, translator_preset="tiny",
+                            source_iterations=2, finetune_iterations=1, device="cpu",
+                            transfer=TransferConfig(iterations=2, warmup_iterations=1, steps_per_epoch=2, batch_size=2))
+    rows = run_sweep(base, ("transfer", "source_only", "finetune"), (0.0,), (0,), log=lambda m: None)
+    assert {r["method"] for r in rows} == {"transfer", "source_only", "finetune"}
+    assert all("jaccard/lungs" in r and "jaccard/heart" not in r for r in rows)
+    for method in ("transfer", "source_only"):
+        assert (cell_dir(base.out, base.replace(method=method)) / "overlays.png").is_file()
+    paths = write_report(base.out)
+    assert paths["overlays/transfer_f0.0000_s0"].is_file()
+    assert "overlays/transfer_f0.0000_s0.png" in paths["markdown"].read_text()
