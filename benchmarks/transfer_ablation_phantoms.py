@@ -30,6 +30,9 @@ CONFIGS = {
     "lowlr": {"lr_segmenter": 3e-5},
     "ema99": {"ema_decay": 0.99},
     "lowlr_nopseudo": {"lr_segmenter": 3e-5, "weight_pseudo": 0.0},
+    "pseudo4": {"pseudo_views": ("translated", "direct", "translated_flip", "direct_flip")},
+    "lowlr_pseudo4": {"lr_segmenter": 3e-5,
+                      "pseudo_views": ("translated", "direct", "translated_flip", "direct_flip")},
 }
 T, D, TF, DF = "translated", "direct", "translated_flip", "direct_flip"
 VARIANTS = {  # name: (views, snapshots)

@@ -54,9 +54,11 @@ class TransferConfig:
         predict_views: views whose probabilities are averaged at prediction (test-time stabiliser, not in the
             paper): ``"translated"`` is the paper's M_A(G_BA(b)), ``"direct"`` is M_A(b) (the adapted segmenter on the
             raw target image), ``*_flip`` the same on the horizontally flipped image (flipped back). Self-training
-            pseudo-labels always use the paper's view only. The default averages all four: measured at 0% labels
+            pseudo-labels use ``pseudo_views``. The default averages all four: measured at 0% labels
             it raised transfer over the paper's single view on phantoms (5 seeds) and on JSRT -> Montgomery
             (docs/results/transfer.md); ``("translated",)`` is the paper's prediction.
+        pseudo_views: views averaged (by the EMA models) to make the self-training pseudo-labels; the default is the
+            paper's M_A(G_BA(b)).
         snapshots: average predictions over the EMA weights of the last ``snapshots`` evaluations instead of using
             the selected ones (1: the selected weights only).
     """
@@ -88,6 +90,7 @@ class TransferConfig:
     log_every: int = 10
     grad_clip: float = 0.0
     predict_views: tuple[str, ...] = ("translated", "direct", "translated_flip", "direct_flip")
+    pseudo_views: tuple[str, ...] = ("translated",)
     snapshots: int = 1
 
     def __post_init__(self) -> None:
@@ -110,6 +113,9 @@ class TransferConfig:
         object.__setattr__(self, "predict_views", tuple(self.predict_views))
         _check(len(self.predict_views) >= 1 and all(v in PREDICT_VIEWS for v in self.predict_views),
                f"expected predict_views to be a non-empty subset of {PREDICT_VIEWS}, got {self.predict_views}")
+        object.__setattr__(self, "pseudo_views", tuple(self.pseudo_views))
+        _check(len(self.pseudo_views) >= 1 and all(v in PREDICT_VIEWS for v in self.pseudo_views),
+               f"expected pseudo_views to be a non-empty subset of {PREDICT_VIEWS}, got {self.pseudo_views}")
         _check(self.snapshots >= 1, f"expected snapshots >= 1, got {self.snapshots}")
         _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
 

@@ -247,7 +247,11 @@ class TransferOrchestrator:
         c = self.config
         if c.weight_pseudo > 0 and self.iteration_count >= c.pseudo_start * c.iterations:
             (b,) = next(self.target)
-            probs = torch.sigmoid(self._predict_logits(b, ema=True))
+            if tuple(c.pseudo_views) == ("translated",):
+                probs = torch.sigmoid(self._predict_logits(b, ema=True))
+            else:  # pseudo-labels from a view average of the EMA models
+                probs = predict_views(self.ema_translator.module, self.ema_segmenter.module, b, self.normalize,
+                                      c.pseudo_views)
             batch.b_unlabelled = b
             batch.pseudo = (probs > 0.5).float()
             batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()

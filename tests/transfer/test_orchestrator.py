@@ -176,6 +176,21 @@ def test_prediction_averages_views_and_snapshots(toys):
     assert not torch.allclose(first, last, atol=1e-4), "the two snapshots should differ"
 
 
+def test_pseudo_labels_from_a_view_average(toys):
+    a, ya, b, _ = _data()
+    views = ("translated", "direct_flip")
+    orch = _orch(toys, CONFIG.replace(pseudo_views=views, pseudo_threshold=0.6))
+    orch.fit(a, ya, b, None)
+    batch = orch._supervised_batch()  # iteration 6 >= pseudo_start * iterations: self-training is on
+    probs = predict_views(orch.ema_translator.module, orch.ema_segmenter.module, batch.b_unlabelled, orch.normalize,
+                          views)
+    assert batch.pseudo.shape == probs.shape == (2, 1, 8, 8)
+    assert torch.equal(batch.pseudo, (probs > 0.5).float())
+    assert torch.equal(batch.pseudo_weight, ((probs > 0.6) | (probs < 0.4)).float())
+    with pytest.raises(ValueError, match="expected pseudo_views to be a non-empty subset"):
+        TransferConfig(pseudo_views=())
+
+
 def _lungs(data):
     from segmentation.data.dataset import CXRData, resolve_classes
 
