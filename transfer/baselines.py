@@ -80,22 +80,6 @@ def select_classes(model: nn.Module, index: list[int]) -> nn.Module:
     return out
 
 
-def merge_head(adapted: nn.Module, full: nn.Module, index: list[int]) -> nn.Module:
-    """``full`` (all source classes) with the body of ``adapted`` and its head rows at channels ``index``.
-
-    After adaptation only the target classes' head rows were trained; the other classes keep M_A's head rows on top
-    of the adapted features, so their predictions can be drawn on target images.
-    """
-    out = copy.deepcopy(full)
-    state = {k: v for k, v in adapted.state_dict().items() if not k.startswith("head.")}
-    out.load_state_dict({**out.state_dict(), **state})
-    with torch.no_grad():
-        out.head.weight[index] = adapted.head.weight.to(out.head.weight)
-        if out.head.bias is not None:
-            out.head.bias[index] = adapted.head.bias.to(out.head.bias)
-    return out
-
-
 def train_source_segmenter(train: CXRData, val: CXRData | None, config: SegmentationConfig,
                            run_dir: str | os.PathLike | None = None) -> nn.Module:
     """Train M_A on the labelled source data (best source-validation Dice kept); returns the model."""

@@ -168,12 +168,14 @@ class TransferOrchestrator:
             ``segmentation.data.preprocessing.normalize(x, config.normalize_mode)``.
         run_dir: run folder (``checkpoints/``, ``tb/``); None keeps everything in memory.
         show_progress: tqdm bar on rank 0.
+        target_channels: M_A's output channels that the labelled target masks label, when M_A has more classes
+            than the target (source pairs train all of them); None: all.
     """
 
     def __init__(self, translator: nn.Module, segmenter: nn.Module, config: TransferConfig,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
                  normalize: Callable[[Tensor], Tensor] | None = None, run_dir: str | os.PathLike | None = None,
-                 show_progress: bool = False) -> None:
+                 show_progress: bool = False, target_channels: Sequence[int] | None = None) -> None:
         self.translator = translator
         self.segmenter = segmenter
         self.config = config
@@ -181,6 +183,7 @@ class TransferOrchestrator:
         self.normalize = normalize if normalize is not None else _default_normalize(config.normalize_mode)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.show_progress = show_progress
+        self.target_channels = list(target_channels) if target_channels is not None else None
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
                                          target=config.weight_target, pseudo=config.weight_pseudo)
@@ -241,7 +244,7 @@ class TransferOrchestrator:
 
     def _supervised_batch(self) -> SupervisedBatch:
         a, y_a = next(self.source)
-        batch = SupervisedBatch(a=a, y_a=y_a)
+        batch = SupervisedBatch(a=a, y_a=y_a, target_channels=self.target_channels)
         if self.labelled is not None:
             batch.b_labelled, batch.y_b = next(self.labelled)
         c = self.config

@@ -49,6 +49,8 @@ class Selector:
         target_val: (images, masks) of the full target validation split, for ``paper_target_val`` only.
         batch_size: images per forward pass.
         max_images: cap on the images of each set (evaluation cost on CPU).
+        target_channels: the segmenter's output channels that the target masks label (when it has more classes
+            than the target); None: all.
 
     Raises:
         ValueError: on an unknown rule, or when the data the rule needs is missing.
@@ -57,7 +59,7 @@ class Selector:
     def __init__(self, rule: str, normalize: Callable[[Tensor], Tensor],
                  source_val: tuple[Tensor, Tensor] | None = None, target_images: Tensor | None = None,
                  labelled: tuple[Tensor, Tensor] | None = None, target_val: tuple[Tensor, Tensor] | None = None,
-                 batch_size: int = 16, max_images: int = 64) -> None:
+                 batch_size: int = 16, max_images: int = 64, target_channels: list[int] | None = None) -> None:
         if rule not in SELECTION_RULES:
             raise ValueError(f"expected selection rule in {SELECTION_RULES}, got {rule!r}")
         needs = {"source_cycle": source_val, "cycle_agreement": target_images, "kid": target_images,
@@ -78,6 +80,7 @@ class Selector:
         self.target_images = target_images[cap] if target_images is not None else None
         self.labelled = _cap(labelled, cap)
         self.target_val = _cap(target_val, cap)
+        self.target_channels = list(target_channels) if target_channels is not None else None
 
     @torch.no_grad()
     def __call__(self, translator: nn.Module, segmenter: nn.Module) -> dict[str, float]:
@@ -102,12 +105,17 @@ class Selector:
                                        num_subsets=20)[0])
         if self.labelled is not None:
             x, y = self.labelled
-            out["labelled_dice"] = mean_dice(self._segment(segmenter, x, translator, "b2a") > 0, y > 0.5)
+            out["labelled_dice"] = mean_dice(self._target(self._segment(segmenter, x, translator, "b2a")) > 0,
+                                             y > 0.5)
         if self.target_val is not None:
             x, y = self.target_val
-            out["target_val_dice"] = mean_dice(self._segment(segmenter, x, translator, "b2a") > 0, y > 0.5)
+            out["target_val_dice"] = mean_dice(self._target(self._segment(segmenter, x, translator, "b2a")) > 0,
+                                               y > 0.5)
         out["score"] = self._score(out)
         return out
+
+    def _target(self, logits: Tensor) -> Tensor:
+        return logits[:, self.target_channels] if self.target_channels is not None else logits
 
     def _score(self, c: dict[str, float]) -> float:
         rule = self.rule

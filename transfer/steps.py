@@ -151,6 +151,8 @@ class SupervisedBatch:
         b_labelled / y_b: labelled target images and masks (None at fraction 0).
         b_unlabelled / pseudo / pseudo_weight: target images, their pseudo-labels and a per-pixel weight that is 1
             on confident pixels and 0 elsewhere (None when self-training is off).
+        target_channels: M_A's output channels that ``y_b`` labels, when M_A has more classes than the target
+            (e.g. lungs of lungs/heart/clavicles); None: all.
     """
 
     a: Tensor
@@ -160,6 +162,7 @@ class SupervisedBatch:
     b_unlabelled: Tensor | None = None
     pseudo: Tensor | None = None
     pseudo_weight: Tensor | None = None
+    target_channels: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -227,7 +230,10 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
             terms.append(weights.cycle * losses["cycle"])
         if weights.target > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
             translated = model.b_to_a(to_translator(batch.b_labelled))
-            losses["target"] = loss_fn(segment_translated(segmenter, translated, normalize).float(), batch.y_b)
+            logits_b = segment_translated(segmenter, translated, normalize).float()
+            if batch.target_channels is not None:
+                logits_b = logits_b[:, batch.target_channels]
+            losses["target"] = loss_fn(logits_b, batch.y_b)
             terms.append(weights.target * losses["target"])
         if weights.pseudo > 0 and batch.b_unlabelled is not None and batch.pseudo is not None:
             translated = model.b_to_a(to_translator(batch.b_unlabelled))

@@ -52,7 +52,6 @@ from transfer.baselines import (
     fine_tune,
     from_scratch,
     histogram_matching,
-    merge_head,
     segmentation_config,
     select_classes,
     source_only,
@@ -202,8 +201,10 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
     if exp.max_test:
         test = test.subset(list(range(min(exp.max_test, len(test)))))
     m_a, seg_config = source_model(exp, source, device)
-    m_a_full, full_config, index = m_a, seg_config, [exp.model_classes.index(c) for c in exp.classes]
-    if exp.model_classes != exp.classes:  # M_A has more classes than the target is scored on: use the shared ones
+    m_a_full, full_config, source_full = m_a, seg_config, source
+    index = [exp.model_classes.index(c) for c in exp.classes]
+    if exp.model_classes != exp.classes:  # M_A has more classes than the target is scored on: the baselines use
+        # the shared ones (head sliced); transfer keeps all of them in its source losses (see _run_transfer)
         m_a, seg_config = select_classes(m_a_full, index), seg_config.replace(classes=tuple(exp.classes))
         source = CXRData(images=source.images, masks=source.masks[:, index], ids=source.ids, classes=exp.classes,
                          spacing_mm=source.spacing_mm)
@@ -224,21 +225,23 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
         model = from_scratch(view.labelled(), ft_config.replace(lr=exp.source_lr), run_dir=run / "segment")
         rows = source_only(model, test, ft_config)
     else:
-        rows, extra = _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, device, run)
+        rows, extra = _run_transfer(exp, source_full, target, splits, view, test, m_a_full, full_config, seg_config,
+                                    index, device, run)
+        orch = extra.pop("_orchestrator")
         if m_a_full is not m_a:
-            orch = extra.pop("_orchestrator")
-            full = merge_head(orch.ema_segmenter.module.cpu(), m_a_full.cpu(), index)
-            write_class_overlays(run / OVERLAYS, orch.ema_translator.module.cpu(), full, test, full_config,
-                                 ("translated",))
-        extra.pop("_orchestrator", None)
+            write_class_overlays(run / OVERLAYS, orch.ema_translator.module.cpu(), orch.ema_segmenter.module.cpu(),
+                                 test, full_config, ("translated",))
     result = _summarize(exp, rows, len(labelled), time.perf_counter() - start, extra)
     write_rows_csv(run / "per_image.csv", rows)
     atomic_write_json(done, result)
     return result
 
 
-def _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, device, run):
+def _run_transfer(exp, source, target, splits, view, test, m_a, model_config, seg_config, index, device, run):
+    # M_A and the source masks have the classes exp.model_classes; the target masks (labelled subset, validation,
+    # test) have exp.classes, which are M_A's channels ``index``.
     config = _transfer_config(exp)
+    channels = index if tuple(exp.model_classes) != tuple(exp.classes) else None
     src_splits = source_splits(source, exp)
     src_train, src_val = source.subset(src_splits["train"]), source.subset(src_splits["val"])
     labelled_data = view.labelled()
@@ -248,14 +251,14 @@ def _run_transfer(exp, source, target, splits, view, test, m_a, seg_config, devi
     selector = Selector(config.selection, _norm(exp), source_val=(src_val.images, src_val.masks),
                         target_images=torch.cat([unlabelled, target_val.images]), labelled=labelled_pair,
                         target_val=(target_val.images, target_val.masks)
-                        if config.selection == "paper_target_val" else None)
+                        if config.selection == "paper_target_val" else None, target_channels=channels)
     path, key = _warmup_file(exp, src_train.ids, view.ids)
     orch = TransferOrchestrator(_build_translator(exp, device), copy.deepcopy(m_a).to(device), config,
-                                normalize=_norm(exp), run_dir=run)
+                                normalize=_norm(exp), run_dir=run, target_channels=channels)
     fit = orch.fit(src_train.images, src_train.masks, unlabelled, labelled_pair, selector, warmup_cache=path,
                    warmup_key=key, resume=True)
-    save_adapted(run, orch, exp, seg_config)
-    probs = torch.sigmoid(orch.predict(test.images))
+    save_adapted(run, orch, exp, model_config)
+    probs = torch.sigmoid(orch.predict(test.images)[:, index])
     masks = probabilities_to_masks(probs, seg_config)
     rows = [{"id": i, **r} for i, r in zip(test.ids, evaluate_masks(masks.cpu(), test.masks.cpu() > 0.5,
                                                                      test.classes, spacing_mm=test.spacing_mm))]

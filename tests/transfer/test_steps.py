@@ -138,3 +138,23 @@ def test_iteration_alternates_in_the_configured_order(toys, monkeypatch):
     orch.fit(a, (a > 0.5).float(), torch.rand(4, 1, 8, 8))
     # warm-up: D then G once; then each iteration D D G S S S
     assert "".join(calls) == "DG" + "DDGSSS" * 2
+
+
+def test_target_term_uses_only_the_target_channels(toys):
+    # M_A with 3 classes (lungs, heart, clavicles), target masks with lungs only (channel 0): the target term is the
+    # loss of M_A's channel 0, hand-computed here; the source term trains all three channels.
+    Translator, Segmenter, loss, norm = toys
+    torch.manual_seed(0)
+    t, m = Translator(), Segmenter(classes=3)
+    batch = _batch()
+    batch.y_a = batch.y_a.repeat(1, 3, 1, 1)
+    batch.target_channels = [0]
+    weights = SupervisedWeights(source=0, cycle=0, target=1, pseudo=0)
+    losses = supervised_step(t, m, batch, loss, norm, (), weights=weights)
+    with torch.no_grad():
+        expected = loss(m(norm((t.b_to_a(batch.b_labelled * 2 - 1) + 1) / 2))[:, [0]], batch.y_b)
+    assert losses["target"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert m.conv.weight.grad[1:].abs().sum() == 0 and m.conv.weight.grad[0].abs().sum() > 0
+    batch.target_channels = None
+    with pytest.raises((ValueError, RuntimeError)):  # 3 logit channels against a 1-channel mask: a shape error, not a silent mix
+        supervised_step(t, m, batch, loss, norm, (), weights=weights)

@@ -82,23 +82,18 @@ def test_bad_jobs_message(tmp_path):
         run_sweep(ExperimentConfig(out=str(tmp_path)), METHODS, FRACTIONS, (0,), jobs=0, runner=_fake_result)
 
 
-def test_select_and_merge_head_keep_the_right_channels():
+def test_select_classes_keeps_the_right_channels():
     import torch
 
     from segmentation.models import create_segmenter
-    from transfer.baselines import merge_head, select_classes
+    from transfer.baselines import select_classes
 
     torch.manual_seed(0)
     full = create_segmenter("unet", in_channels=1, out_channels=3, depth=2, base_channels=4).eval()
     x = torch.rand(2, 1, 16, 16)
-    lungs = select_classes(full, [0]).eval()
-    assert lungs(x).shape == (2, 1, 16, 16)
-    assert torch.allclose(lungs(x), full(x)[:, [0]], atol=1e-6)
-    with torch.no_grad():  # "adapt" the sliced model: its head row now differs from M_A's
-        lungs.head.bias.add_(1.0)
-    merged = merge_head(lungs, full, [0]).eval()
-    assert torch.allclose(merged(x)[:, [0]], lungs(x), atol=1e-6)
-    assert torch.allclose(merged(x)[:, 1:], full(x)[:, 1:], atol=1e-6)  # the other classes keep M_A's head
+    heart_lungs = select_classes(full, [1, 0]).eval()
+    assert heart_lungs(x).shape == (2, 2, 16, 16)
+    assert torch.allclose(heart_lungs(x), full(x)[:, [1, 0]], atol=1e-6)
     with pytest.raises(ValueError, match="channel indices in"):
         select_classes(full, [3])
     with pytest.raises(ValueError, match="to include every target class"):
@@ -119,9 +114,16 @@ def test_source_with_more_classes_scores_target_classes_and_draws_overlays(tmp_p
                             segmenter_kwargs={"depth": 2, "base_channels": 4}, translator_preset="tiny",
                             source_iterations=2, finetune_iterations=1, device="cpu",
                             transfer=TransferConfig(iterations=2, warmup_iterations=1, steps_per_epoch=2, batch_size=2))
-    rows = run_sweep(base, ("transfer", "source_only", "finetune"), (0.0,), (0,), log=lambda m: None)
-    assert {r["method"] for r in rows} == {"transfer", "source_only", "finetune"}
+    rows = run_sweep(base, ("transfer", "source_only", "finetune"), (0.0, 0.3), (0,), log=lambda m: None)
+    assert {(r["method"], r["fraction"]) for r in rows} == {("transfer", 0.0), ("transfer", 0.3), ("source_only", 0.0),
+                                                           ("finetune", 0.0), ("finetune", 0.3)}
     assert all("jaccard/lungs" in r and "jaccard/heart" not in r for r in rows)
+    labelled_cell = cell_dir(base.out, base.replace(fraction=0.3))  # the target term used only M_A's lung channel
+    assert json.loads((labelled_cell / "metrics.json").read_text())["n_labelled"] >= 1
+    from segmentation.training import load_segmenter
+
+    _, saved, _ = load_segmenter(labelled_cell / "segmenter.pt")  # the adapted M_A keeps every source class
+    assert saved.classes == ("lungs", "heart", "clavicles")
     for method in ("transfer", "source_only"):
         assert (cell_dir(base.out, base.replace(method=method)) / "overlays.png").is_file()
     paths = write_report(base.out)
