@@ -57,8 +57,9 @@ class TransferConfig:
             pseudo-labels use ``pseudo_views``. The default averages all four: measured at 0% labels
             it raised transfer over the paper's single view on phantoms (5 seeds) and on JSRT -> Montgomery
             (docs/results/transfer.md); ``("translated",)`` is the paper's prediction.
-        pseudo_views: views averaged (by the EMA models) to make the self-training pseudo-labels; the default is the
-            paper's M_A(G_BA(b)).
+        pseudo_views: views averaged (by the EMA models) to make the self-training pseudo-labels; default all four
+            (measured at 0% labels: +7 points over pseudo-labels from the paper's view M_A(G_BA(b)) on phantoms, +0.4
+            on JSRT -> Montgomery; docs/results/transfer.md); ``("translated",)`` is the paper-view variant.
         snapshots: average predictions over the EMA weights of the last ``snapshots`` evaluations instead of using
             the selected ones (1: the selected weights only).
     """
@@ -90,7 +91,7 @@ class TransferConfig:
     log_every: int = 10
     grad_clip: float = 0.0
     predict_views: tuple[str, ...] = ("translated", "direct", "translated_flip", "direct_flip")
-    pseudo_views: tuple[str, ...] = ("translated",)
+    pseudo_views: tuple[str, ...] = ("translated", "direct", "translated_flip", "direct_flip")
     snapshots: int = 1
 
     def __post_init__(self) -> None:
