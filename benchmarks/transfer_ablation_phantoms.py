@@ -107,7 +107,8 @@ def main() -> None:
     base = np.array(table["source-only"])
     for k, v in table.items():
         arr = np.array(v)
-        print(f"| {k} | {', '.join(f'{x:.3f}' for x in arr)} | {arr.mean():.3f} +- {arr.std(ddof=1) if len(arr) > 1 else 0:.3f}"
+        sd = arr.std(ddof=1) if len(arr) > 1 else 0.0
+        print(f"| {k} | {', '.join(f'{x:.3f}' for x in arr)} | {arr.mean():.3f} +- {sd:.3f}"
               f" | {', '.join(f'{x:+.3f}' for x in arr - base)} |")
 
 

@@ -241,8 +241,9 @@ def test_transfer_at_zero_labels_removes_failures_on_phantoms():
     # per-image Jaccard sd of transfer was 0.23-0.88x that of source-only (it removes failed images, as the issue
     # observed on real data), while its MEAN was not reliably higher (-16 to +8 points), so the bar is on the spread:
     # sd below 0.8x source-only's (seed 0 measured 0.46x with the paper's single view; 0.33x, mean 0.613 vs 0.534,
-    # with the default four-view prediction and pseudo-labels), plus a floor on the mean (0.35; a broken translator or a wrong direction, as on
-    # the inverted domain C at this scale, scores about 0.05-0.10) so a collapse cannot pass. The stabilisers
+    # with the default four-view prediction and pseudo-labels), plus a floor on the mean (0.35; a broken translator
+    # or a wrong direction, as on the inverted domain C at this scale, scores about 0.05-0.10) so a collapse cannot
+    # pass. The stabilisers
     # (views, snapshots, lower segmenter lr; benchmarks/transfer_ablation_phantoms.py) did not make the mean beat
     # source-only reliably (defaults: +0.08, +0.04, -0.08, +0.18, +0.02 over seeds 0-4), so no mean gain is asserted.
     source_only, transfer = phantom_transfer(seed=0)

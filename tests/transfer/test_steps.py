@@ -156,5 +156,5 @@ def test_target_term_uses_only_the_target_channels(toys):
     assert losses["target"].item() == pytest.approx(expected.item(), rel=1e-5)
     assert m.conv.weight.grad[1:].abs().sum() == 0 and m.conv.weight.grad[0].abs().sum() > 0
     batch.target_channels = None
-    with pytest.raises((ValueError, RuntimeError)):  # 3 logit channels against a 1-channel mask: a shape error, not a silent mix
+    with pytest.raises((ValueError, RuntimeError)):  # 3 logit channels vs a 1-channel mask: an error, not a silent mix
         supervised_step(t, m, batch, loss, norm, (), weights=weights)
