@@ -38,6 +38,7 @@ SEEDS=0
 # the label-fraction table (issue 5), JSRT -> Montgomery lungs at 256
 start=$(date +%s)
 cxr-transfer experiment sweep --source "$DATA/jsrt" --target "$DATA/montgomery" --out "$OUT/sweep" --size 256 \
+    --source-classes lungs,heart,clavicles \
     --preset default --translator-kwargs '{"n_blocks": 6, "base_channels": 32}' \
     --iterations 3000 --warmup 1000 --steps-per-epoch 250 --batch-size 8 \
     --source-iterations 3000 --finetune-iterations 1500 \
