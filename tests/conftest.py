@@ -18,7 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 def data_root() -> Path:
     """The real data folder: $CXR_DATA, else ../shared/data beside the repository."""
     env = os.environ.get("CXR_DATA")
-    return Path(env) if env else (REPO.parent / "shared" / "data")
+    # Absolute, so that tests may symlink into it from tmp_path (CI sets the relative ../shared/data).
+    return (Path(env) if env else REPO.parent / "shared" / "data").resolve()
 
 
 @pytest.fixture(scope="session")
