@@ -8,13 +8,15 @@ state, checkpoints that make resume exact, device and autocast selection, DDP-aw
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.config import config_from_dict, config_to_dict, load_config, save_config
 from runtime.device import autocast, resolve_device
-from runtime.distributed import barrier, get_rank, get_world_size, is_main_process, unwrap
+from runtime.distributed import (all_reduce_gradients, barrier, get_rank, get_world_size, is_main_process, rank_seed,
+                                 unwrap)
 from runtime.io import atomic_path, atomic_save_torch, atomic_write_bytes, atomic_write_json, atomic_write_text
 from runtime.logging import RunLogger, progress
 from runtime.seed import get_rng_state, seed_everything, set_rng_state
 
 __all__ = [
     "RunLogger",
+    "all_reduce_gradients",
     "atomic_path",
     "atomic_save_torch",
     "atomic_write_bytes",
@@ -32,6 +34,7 @@ __all__ = [
     "load_checkpoint",
     "load_config",
     "progress",
+    "rank_seed",
     "resolve_device",
     "save_checkpoint",
     "save_config",

@@ -59,3 +59,24 @@ def rank_indices(n: int, generator: torch.Generator | None = None, shuffle: bool
     per_rank = -(-n // world)
     padded = torch.cat([order, order[: per_rank * world - n]]) if per_rank * world > n else order
     return padded[rank::world]
+
+
+def all_reduce_gradients(parameters) -> None:  # noqa: ANN001 - any iterable of parameters
+    """Average the ``.grad`` of ``parameters`` over all ranks (no-op when not distributed).
+
+    DistributedDataParallel synchronises only gradients produced through the wrapper's ``forward``; translators
+    are trained through ``generator_losses`` / ``discriminator_losses`` and the transfer steps call several
+    modules, so their loops average gradients explicitly, between ``backward`` and the optimizer step.
+    """
+    if not _initialized() or get_world_size() == 1:
+        return
+    world = get_world_size()
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(world)
+
+
+def rank_seed(seed: int) -> int:
+    """A per-rank seed for data order: ``seed`` itself on rank 0 (single-process runs are unchanged)."""
+    return seed + 1_000_003 * get_rank()

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from runtime.distributed import is_main_process, rank_indices, unwrap
+from runtime.distributed import is_main_process, rank_indices, rank_seed, unwrap
 from runtime.logging import RunLogger, progress
 from runtime.seed import get_rng_state, seed_everything, set_rng_state
 from transfer.config import TransferConfig
@@ -210,6 +210,7 @@ class TransferOrchestrator:
     def _make_iterators(self, source_images: Tensor, source_masks: Tensor, target_images: Tensor,
                         labelled: tuple[Tensor, Tensor] | None, seed: int) -> None:
         c, device = self.config, self.device
+        seed = rank_seed(seed)  # under torchrun each rank draws its own batches; unchanged on one process
         self.source = ForeverIterator(source_images, source_masks, batch_size=c.batch_size, seed=seed, device=device)
         self.target = ForeverIterator(target_images, batch_size=c.batch_size, seed=seed + 1, device=device)
         self.labelled = (ForeverIterator(*labelled, batch_size=c.batch_size, seed=seed + 2, device=device)
@@ -284,8 +285,8 @@ class TransferOrchestrator:
                 model.load_state_dict(state["translator"])
                 return {"cached": True, "iterations": c.warmup_iterations, "seconds": time.perf_counter() - start}
         seed_everything(c.seed)
-        src = ForeverIterator(source_images, batch_size=c.batch_size, seed=c.seed, device=self.device)
-        tgt = ForeverIterator(target_images, batch_size=c.batch_size, seed=c.seed + 1, device=self.device)
+        src = ForeverIterator(source_images, batch_size=c.batch_size, seed=rank_seed(c.seed), device=self.device)
+        tgt = ForeverIterator(target_images, batch_size=c.batch_size, seed=rank_seed(c.seed) + 1, device=self.device)
         logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
         for it in progress(range(c.warmup_iterations), desc="warm-up", enabled=self.show_progress):
             (a,), (b,) = next(src), next(tgt)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.device import autocast
+from runtime.distributed import all_reduce_gradients
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Normalizer = Callable[[Tensor], Tensor]
@@ -63,6 +64,7 @@ def _zero(parameters: Iterable[nn.Parameter]) -> None:
 
 def _step(optimizers: Sequence[torch.optim.Optimizer | None], parameters: Sequence[nn.Parameter],
           grad_clip: float) -> None:
+    all_reduce_gradients(parameters)  # DDP under torchrun: every rank steps with the same averaged gradients
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], grad_clip)
     for optimizer in optimizers:

@@ -38,9 +38,12 @@ from torch import Tensor, nn
 
 from runtime import (
     RunLogger,
+    all_reduce_gradients,
     autocast,
     config_to_dict,
+    get_rank,
     get_rng_state,
+    get_world_size,
     is_main_process,
     latest_checkpoint,
     load_checkpoint,
@@ -269,11 +272,13 @@ def training_step(translator: nn.Module, opt_g: torch.optim.Optimizer, opt_d: to
     finally:
         for p in d_params:
             p.requires_grad_(True)
+    all_reduce_gradients(p for group in opt_g.param_groups for p in group["params"])
     opt_g.step()
     with autocast(a.device, amp):
         d_losses = translator.discriminator_losses(a, b, fakes=fakes)
     opt_d.zero_grad(set_to_none=True)
     d_losses["loss"].backward()
+    all_reduce_gradients(d_params)
     opt_d.step()
     return g_losses, d_losses
 
@@ -308,7 +313,9 @@ class _Trainer:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.rollbacks: list[dict[str, Any]] = []
-        self.steps_per_epoch = max(1, max(images_a.shape[0], images_b.shape[0]) // config.batch_size)
+        # Under torchrun each rank takes its own share of every epoch (rank r reads slots r, r + world, ...).
+        self.world, self.rank = get_world_size(), get_rank()
+        self.steps_per_epoch = max(1, max(images_a.shape[0], images_b.shape[0]) // (config.batch_size * self.world))
         self.eval_every = config.eval_every or self.steps_per_epoch
         n = config.eval_images
         self.eval_source = "held_out" if held_out_a is not None and held_out_b is not None else "train"
@@ -326,7 +333,7 @@ class _Trainer:
         for offset, images in ((0, self.images_a), (1, self.images_b)):
             generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 2 + offset)
             order = torch.randperm(images.shape[0], generator=generator)
-            index = order[(position * size + torch.arange(size)) % images.shape[0]]
+            index = order[((position * self.world + self.rank) * size + torch.arange(size)) % images.shape[0]]
             x = images[index.to(images.device)].to(self.device, non_blocking=True)
             out.append(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
         return out[0], out[1]
