@@ -4,44 +4,8 @@ import pytest
 import torch
 
 from translation import TRANSLATORS, CycleGAN, create_translator
-from translation.base import Translator
 from translation.losses import l1_loss
-
-# Contract checks, repeated in test_unit.py / test_munit.py so that no test module imports another
-# (the suite must collect under any pytest import mode).
-
-
-def images(n: int = 2, channels: int = 1, size: int = 32, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, channels, size, size, generator=g) * 2 - 1
-
-
-def assert_losses(losses: dict[str, torch.Tensor], keys: set[str]) -> None:
-    assert set(losses) == keys | {"loss"}
-    for k, v in losses.items():
-        assert v.dim() == 0 and v.dtype == torch.float32 and torch.isfinite(v), k
-    total = sum(v for k, v in losses.items() if k != "loss")
-    torch.testing.assert_close(losses["loss"], total)
-
-
-def assert_gradient_routing(t: Translator, a: torch.Tensor, b: torch.Tensor) -> None:
-    """Generator losses reach every generator parameter and no discriminator one; the converse for the D losses."""
-    gen, dis = list(t.generator_parameters()), list(t.discriminator_parameters())
-    assert gen and dis and not {id(p) for p in gen} & {id(p) for p in dis}
-    assert {id(p) for p in gen} | {id(p) for p in dis} == {id(p) for p in t.parameters()}
-    t.zero_grad(set_to_none=True)
-    fakes: dict[str, torch.Tensor] = {}
-    t.generator_losses(a, b, fakes=fakes)["loss"].backward()
-    assert all(p.grad is not None for p in gen)
-    assert sum(p.grad.abs().sum() for p in gen) > 0
-    assert all(p.grad is None for p in dis)
-    assert all(p.requires_grad for p in dis)  # restored after the generator step
-    assert set(fakes) == {"fake_a", "fake_b"} and not fakes["fake_a"].requires_grad
-    t.zero_grad(set_to_none=True)
-    t.discriminator_losses(a, b, fakes=fakes)["loss"].backward()
-    assert all(p.grad is None for p in gen)
-    assert all(p.grad is not None for p in dis) and sum(p.grad.abs().sum() for p in dis) > 0
-
+from translation.testing import assert_gradient_routing, assert_losses, images
 
 G_KEYS = {"gan_ab", "gan_ba", "cycle_a", "cycle_b", "identity_a", "identity_b"}
 D_KEYS = {"d_a_real", "d_a_fake", "d_b_real", "d_b_fake"}
