@@ -20,16 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segmentation.models.base import (
-    ACTIVATIONS,
-    NORMS,
-    Segmenter,
-    check_choice,
-    check_int,
-    check_probability,
-    make_norm,
-)
-from segmentation.models.unet import ConvBlock
+from segmentation.models.base import check_choice, make_norm
+from segmentation.models.unet import UNet
 
 GATES: tuple[str, ...] = ("additive", "bconvlstm")
 
@@ -125,7 +117,7 @@ class AttentionGate(nn.Module):
         return self.out(x * alpha)
 
 
-class AttentionUNet(Segmenter):
+class AttentionUNet(UNet):
     """U-Net with an attention gate on every skip connection (Oktay et al. 2018; Maga 2021 for chest X-rays).
 
     The encoder and decoder are those of :class:`segmentation.models.unet.UNet`; before concatenation each skip
@@ -160,52 +152,22 @@ class AttentionUNet(Segmenter):
         dropout: float = 0.0,
         gate: str = "additive",
     ) -> None:
-        super().__init__()
-        self.in_channels = check_int("in_channels", in_channels, 1)
-        self.out_channels = check_int("out_channels", out_channels, 1)
-        self.depth = check_int("depth", depth, 1)
-        self.base_channels = check_int("base_channels", base_channels, 1)
-        self.norm = check_choice("norm", norm, NORMS)
-        self.activation = check_choice("activation", activation, ACTIVATIONS)
-        self.dropout = check_probability("dropout", dropout)
+        super().__init__(in_channels=in_channels, out_channels=out_channels, depth=depth,
+                         base_channels=base_channels, norm=norm, activation=activation, dropout=dropout,
+                         upsample="transpose")
         self.gate = check_choice("gate", gate, GATES)
-        self.required_divisor = 2**depth
-
         widths = [base_channels * 2**i for i in range(depth + 1)]
-        self.stem = ConvBlock(in_channels, widths[0], norm, activation, 0.0)
-        self.down = nn.ModuleList(
-            nn.Sequential(nn.MaxPool2d(2), ConvBlock(widths[i - 1], widths[i], norm, activation, self.dropout))
-            for i in range(1, depth + 1)
+        self.gates = nn.ModuleList(
+            AttentionGate(widths[i - 1], widths[i], max(1, widths[i - 1] // 2), gate, norm) for i in range(depth, 0, -1)
         )
-        self.gates = nn.ModuleList()
-        self.up = nn.ModuleList()
-        self.decode = nn.ModuleList()
-        for i in range(depth, 0, -1):
-            skip = widths[i - 1]
-            self.gates.append(AttentionGate(skip, widths[i], max(1, skip // 2), gate, norm))
-            self.up.append(nn.ConvTranspose2d(widths[i], skip, 2, stride=2))
-            self.decode.append(ConvBlock(2 * skip, skip, norm, activation, self.dropout if i > 1 else 0.0))
-        self.head = nn.Conv2d(widths[0], out_channels, 1)
-
-    def encoder_modules(self) -> list[nn.Module]:
-        """The stem and the downsampling blocks."""
-        return [self.stem, self.down]
 
     def attention_maps(self) -> list[torch.Tensor]:
         """Coefficients ``[N, 1, H_i, W_i]`` of each gate from the last forward pass, coarsest first."""
         return [g.last_alpha for g in self.gates if g.last_alpha is not None]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return logits ``[N, out_channels, H, W]`` for ``x`` ``[N, in_channels, H, W]``."""
-        self.check_input(x)
-        skips = [self.stem(x)]
-        for block in self.down:
-            skips.append(block(skips[-1]))
-        y = skips.pop()
-        for gate, up, decode in zip(self.gates, self.up, self.decode):
-            skip = gate(skips.pop(), y)
-            y = decode(torch.cat([skip, up(y)], dim=1))
-        return self.head(y)
+    def skip(self, level: int, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Weigh the skip features by the gate of ``level`` computed from ``x`` and the gating signal ``g``."""
+        return self.gates[level](x, g)
 
     def extra_repr(self) -> str:
         return (

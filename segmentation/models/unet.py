@@ -128,9 +128,14 @@ class UNet(Segmenter):
         for block in self.down:
             skips.append(block(skips[-1]))
         y = skips.pop()
-        for up, decode in zip(self.up, self.decode):
-            y = decode(torch.cat([skips.pop(), up(y)], dim=1))
+        for level, (up, decode) in enumerate(zip(self.up, self.decode)):
+            y = decode(torch.cat([self.skip(level, skips.pop(), y), up(y)], dim=1))
         return self.head(y)
+
+    def skip(self, level: int, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """The skip features ``x`` as the decoder receives them at ``level`` (0 = coarsest); ``g`` is the coarser
+        decoder input. The plain U-Net passes ``x`` through; :class:`AttentionUNet` gates it."""
+        return x
 
     def extra_repr(self) -> str:
         return (
