@@ -9,6 +9,14 @@ is better:
 * ``cycle_agreement``: mean Dice between M_A(G_BA(b)) and M_A(G_BA(G_AB(G_BA(b)))) on unlabelled target images
   (training + validation images, never test). No label; it drops when the target translation is unstable.
 * ``label_free`` (default, usable at 0%): the mean of the two above. Documented in docs/results/transfer.md.
+* ``view_agreement``: mean Dice between M_A(G_BA(b)) and M_A(b) on unlabelled target images: do the translated
+  and the raw view of a target image get the same segmentation?
+* ``consensus``: mean Dice between each prediction view (``views``, default the four of
+  ``transfer.config.PREDICT_VIEWS``) and their average, on unlabelled target images.
+* ``confidence``: mean of ``|2p - 1|`` over target pixels of the view-averaged probability ``p``.
+* ``shape_prior``: share of (target image, class) predictions of the view average whose number of connected
+  components and area lie in the range seen on the **source** training masks (:class:`ShapePrior`); needs
+  ``source_masks``. Failed segmentations (fragments, holes in the field, a missing lung) break it.
 * ``kid``: minus the KID between G_BA(b) and source images (``translation.metrics.kid``): distribution match only.
 * ``labelled``: mean Dice of M_A(G_BA(b)) on the labelled target subset (f > 0 only; those are training images,
   the only target labels a fraction grants).
@@ -22,8 +30,9 @@ Every criterion that can be computed is returned (and logged) whatever the rule;
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -51,6 +60,8 @@ class Selector:
         max_images: cap on the images of each set (evaluation cost on CPU).
         target_channels: the segmenter's output channels that the target masks label (when it has more classes
             than the target); None: all.
+        source_masks: source training masks ``[N, K, H, W]`` for the ``shape_prior`` criterion (None: not computed).
+        views: prediction views of ``consensus``, ``confidence`` and ``shape_prior`` (as ``predict_views``).
 
     Raises:
         ValueError: on an unknown rule, or when the data the rule needs is missing.
@@ -59,14 +70,19 @@ class Selector:
     def __init__(self, rule: str, normalize: Callable[[Tensor], Tensor],
                  source_val: tuple[Tensor, Tensor] | None = None, target_images: Tensor | None = None,
                  labelled: tuple[Tensor, Tensor] | None = None, target_val: tuple[Tensor, Tensor] | None = None,
-                 batch_size: int = 16, max_images: int = 64, target_channels: list[int] | None = None) -> None:
+                 batch_size: int = 16, max_images: int = 64, target_channels: list[int] | None = None,
+                 source_masks: Tensor | None = None,
+                 views: Sequence[str] = ("translated", "direct", "translated_flip", "direct_flip")) -> None:
         if rule not in SELECTION_RULES:
             raise ValueError(f"expected selection rule in {SELECTION_RULES}, got {rule!r}")
         needs = {"source_cycle": source_val, "cycle_agreement": target_images, "kid": target_images,
+                 "view_agreement": target_images, "consensus": target_images, "confidence": target_images,
                  "labelled": labelled, "paper_target_val": target_val}
         if rule == "label_free" and (source_val is None or target_images is None):
             raise ValueError("expected source validation pairs and target images for selection 'label_free', got "
                              "None; pass both or choose another rule")
+        if rule == "shape_prior" and (source_masks is None or target_images is None):
+            raise ValueError("expected source_masks and target images for selection 'shape_prior', got None")
         if rule == "kid" and source_val is None:
             raise ValueError("expected source validation images for selection 'kid', got None")
         if rule in needs and needs[rule] is None:
@@ -81,6 +97,8 @@ class Selector:
         self.labelled = _cap(labelled, cap)
         self.target_val = _cap(target_val, cap)
         self.target_channels = list(target_channels) if target_channels is not None else None
+        self.shape_prior = ShapePrior.fit(source_masks) if source_masks is not None else None
+        self.views = tuple(views)
 
     @torch.no_grad()
     def __call__(self, translator: nn.Module, segmenter: nn.Module) -> dict[str, float]:
@@ -97,6 +115,9 @@ class Selector:
             direct = self._segment(segmenter, b, translator, "b2a") > 0
             cycled = self._segment(segmenter, b, translator, "cycle_b") > 0
             out["cycle_agreement"] = mean_dice(cycled, direct)
+            raw = self._segment(segmenter, b, translator, "none") > 0
+            out["view_agreement"] = mean_dice(direct, raw)
+            out.update(self._view_criteria(translator, segmenter, b))
             if self.rule == "kid" and self.source_val is not None:
                 from translation.metrics import kid
 
@@ -125,6 +146,8 @@ class Selector:
             return c["source_cycle"]
         if rule == "cycle_agreement":
             return c["cycle_agreement"]
+        if rule in ("view_agreement", "consensus", "confidence", "shape_prior"):
+            return c[rule]
         if rule == "kid":
             return -c["kid"]
         if rule == "labelled":
@@ -132,6 +155,21 @@ class Selector:
         if rule == "paper_target_val":
             return c["target_val_dice"]
         return math.inf  # "last": every evaluation ties and the latest one wins
+
+    def _view_criteria(self, translator: nn.Module, segmenter: nn.Module, b: Tensor) -> dict[str, float]:
+        from transfer.orchestrator import predict_views
+
+        device = next(segmenter.parameters()).device
+        per_view = [torch.cat([predict_views(translator, segmenter, b[i:i + self.batch_size].to(device),
+                                             self.normalize, (view,)).cpu()
+                               for i in range(0, len(b), self.batch_size)]) for view in self.views]
+        mean = torch.stack(per_view).mean(0)
+        masks = mean > 0.5
+        out = {"consensus": float(np.mean([mean_dice(p > 0.5, masks) for p in per_view])),
+               "confidence": float((2 * mean - 1).abs().mean())}
+        if self.shape_prior is not None:
+            out["shape_prior"] = self.shape_prior.score(masks)
+        return out
 
     def _translate_b2a(self, translator: nn.Module, x: Tensor) -> Tensor:
         device = next(translator.parameters()).device
@@ -155,6 +193,77 @@ class Selector:
             return segmenter(self.normalize(from_translator(t)))
 
         return torch.cat([run(x[i:i + self.batch_size]).float().cpu() for i in range(0, len(x), self.batch_size)])
+
+
+class ShapePrior:
+    """What segmentations look like on the source: per class, the usual number of connected components and the
+    range of areas (a label-free plausibility check of target predictions; a CXR lung class has two components).
+
+    Fitted on source masks: a component counts when its area is at least ``min_component`` of the class's median
+    area; the counts seen on at least ``min_share`` of source images are allowed; the area range is the 1st-99th
+    percentile widened by ``margin``.
+
+    Args:
+        counts: allowed component counts per class.
+        area_range: ``(low, high)`` area fraction of the image per class.
+        min_area: smallest counted component per class, as a fraction of the image.
+    """
+
+    def __init__(self, counts: list[set[int]], area_range: list[tuple[float, float]], min_area: list[float]) -> None:
+        self.counts, self.area_range, self.min_area = counts, area_range, min_area
+
+    @classmethod
+    def fit(cls, masks: Tensor, min_component: float = 0.05, min_share: float = 0.05,
+            margin: float = 0.25) -> "ShapePrior":
+        """Fit on source masks ``[N, K, H, W]`` (bool or float in [0, 1]).
+
+        Raises:
+            ValueError: on masks that are not 4-D or hold no image.
+        """
+        if masks.ndim != 4 or len(masks) == 0:
+            raise ValueError(f"expected source masks [N, K, H, W] with N >= 1, got shape {tuple(masks.shape)}")
+        m = (masks > 0.5).cpu().numpy()
+        pixels = m.shape[2] * m.shape[3]
+        counts, area_range, min_area = [], [], []
+        for k in range(m.shape[1]):
+            areas = m[:, k].reshape(len(m), -1).sum(1) / pixels
+            floor = min_component * float(np.median(areas[areas > 0])) if (areas > 0).any() else 0.0
+            n = np.array([_components(mask, floor * pixels) for mask in m[:, k]])
+            values, freq = np.unique(n, return_counts=True)
+            counts.append({int(v) for v, f in zip(values, freq) if f >= min_share * len(n)})
+            low, high = np.quantile(areas, [0.01, 0.99])
+            area_range.append((float(low) * (1 - margin), float(high) * (1 + margin)))
+            min_area.append(floor)
+        return cls(counts, area_range, min_area)
+
+    def plausible(self, masks: Tensor) -> np.ndarray:
+        """Bool ``[N, K]``: is each predicted mask plausible (component count and area within the source's)?"""
+        m = (masks > 0.5).cpu().numpy() if masks.dtype != torch.bool else masks.cpu().numpy()
+        if m.ndim != 4 or m.shape[1] != len(self.counts):
+            raise ValueError(f"expected masks [N, {len(self.counts)}, H, W], got shape {tuple(m.shape)}")
+        pixels = m.shape[2] * m.shape[3]
+        out = np.zeros(m.shape[:2], dtype=bool)
+        for i in range(m.shape[0]):
+            for k in range(m.shape[1]):
+                area = m[i, k].sum() / pixels
+                low, high = self.area_range[k]
+                out[i, k] = (low <= area <= high
+                             and _components(m[i, k], self.min_area[k] * pixels) in self.counts[k])
+        return out
+
+    def score(self, masks: Tensor) -> float:
+        """Share of plausible (image, class) predictions."""
+        return float(self.plausible(masks).mean())
+
+
+def _components(mask: np.ndarray, min_pixels: float) -> int:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return 0
+    sizes = np.bincount(labels.ravel())[1:]
+    return int((sizes >= max(min_pixels, 1)).sum())
 
 
 def _cap(pair: tuple[Tensor, Tensor] | None, cap: slice) -> tuple[Tensor, Tensor] | None:

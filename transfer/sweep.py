@@ -251,7 +251,8 @@ def _run_transfer(exp, source, target, splits, view, test, m_a, model_config, se
     selector = Selector(config.selection, _norm(exp), source_val=(src_val.images, src_val.masks),
                         target_images=torch.cat([unlabelled, target_val.images]), labelled=labelled_pair,
                         target_val=(target_val.images, target_val.masks)
-                        if config.selection == "paper_target_val" else None, target_channels=channels)
+                        if config.selection == "paper_target_val" else None, target_channels=channels,
+                        source_masks=src_train.masks, views=config.predict_views)
     path, key = _warmup_file(exp, src_train.ids, view.ids)
     orch = TransferOrchestrator(_build_translator(exp, device), copy.deepcopy(m_a).to(device), config,
                                 normalize=_norm(exp), run_dir=run, target_channels=channels)

@@ -64,3 +64,45 @@ def test_rules_need_their_data():
     images = torch.rand(2, 1, 8, 8)
     out = Selector("paper_target_val", norm, target_val=(images, (images > 0.5).float()))(Identity(), Threshold())
     assert out["score"] == pytest.approx(out["target_val_dice"]) == pytest.approx(1.0)
+
+
+def _two_blobs(n: int = 6, size: int = 16) -> torch.Tensor:
+    """Masks ``[n, 1, size, size]`` with two separated rectangles of slightly varying size (two 'lungs')."""
+    masks = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        h = 6 + i % 3
+        masks[i, 0, 3:3 + h, 2:6] = 1
+        masks[i, 0, 3:3 + h, 10:14] = 1
+    return masks
+
+
+def test_shape_prior_hand_computed():
+    from transfer.selection import ShapePrior
+
+    prior = ShapePrior.fit(_two_blobs())
+    assert prior.counts == [{2}]  # every source mask has two components
+    low, high = prior.area_range[0]
+    assert low < 48 / 256 and high > 64 / 256  # areas 48..64 of 256 pixels, widened
+    pred = _two_blobs(4)
+    pred[1, 0, :, 10:] = 0  # one lung missing -> 1 component
+    pred[2] = 0  # nothing predicted
+    pred[3, 0] = 1  # the whole image -> one component, area far too large
+    assert prior.plausible(pred > 0.5)[:, 0].tolist() == [True, False, False, False]
+    assert prior.score(pred > 0.5) == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="expected masks"):
+        prior.plausible(torch.zeros(2, 3, 16, 16, dtype=torch.bool))
+
+
+def test_view_criteria_on_a_perfect_pair():
+    # Identity translator and a threshold segmenter that is flip-equivariant: every view gives the same mask.
+    images = _two_blobs(4)
+    sel = Selector("shape_prior", lambda x: x, source_val=(images, images), target_images=images,
+                   source_masks=images)
+    out = sel(Identity(), Threshold())
+    assert out["view_agreement"] == pytest.approx(1.0)
+    assert out["consensus"] == pytest.approx(1.0)
+    assert out["shape_prior"] == pytest.approx(1.0)
+    assert out["score"] == out["shape_prior"]
+    assert 0 < out["confidence"] <= 1
+    with pytest.raises(ValueError, match="source_masks"):
+        Selector("shape_prior", lambda x: x, target_images=images)
