@@ -30,7 +30,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "transfer
 from test_orchestrator import _lungs  # noqa: E402
 
 LABEL_FREE = ("source_dice", "source_cycle", "cycle_agreement", "label_free", "view_agreement", "confidence",
-              "shape_prior", "consensus")
+              "shape_prior", "consensus", "shape_view")
+
+
+def derive(row: dict[str, float]) -> dict[str, float]:
+    """Add the combined criteria: ``label_free`` (the rule's mean of source_cycle and cycle_agreement) and
+    ``shape_view`` (mean of shape_prior and view_agreement)."""
+    row = dict(row)
+    if "source_cycle" in row and "cycle_agreement" in row:
+        row["label_free"] = 0.5 * (row["source_cycle"] + row["cycle_agreement"])
+    if "shape_prior" in row and "view_agreement" in row:
+        row["shape_view"] = 0.5 * (row["shape_prior"] + row["view_agreement"])
+    return row
 
 
 def spearman(x: np.ndarray, y: np.ndarray) -> float:
@@ -100,6 +111,7 @@ def run_seed(seed: int, iterations: int, warmup: int, eval_every: int, overrides
 
 
 def summarise(histories: dict[int, list[dict[str, float]]], oracle_key: str) -> None:
+    histories = {seed: [derive(r) for r in rows] for seed, rows in histories.items()}
     print(f"\noracle = {oracle_key}; per seed: source-only, oracle at first / best / last evaluation")
     for seed, rows in histories.items():
         o = np.array([r[oracle_key] for r in rows])
@@ -135,9 +147,15 @@ def main() -> None:
     parser.add_argument("--target", default="b", help="phantom target domain (b or c)")
     parser.add_argument("--overrides", default="{}", help="JSON of TransferConfig overrides")
     parser.add_argument("--json", default="", help="write every history to this JSON file")
+    parser.add_argument("--from-json", default="", help="only summarise histories written by --json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     histories: dict[int, list[dict[str, float]]] = {}
+    if args.from_json:
+        histories = {int(k): v for k, v in json.loads(Path(args.from_json).read_text()).items()}
+        summarise(histories, "oracle_views")
+        summarise(histories, "oracle_paper")
+        return
     for seed in (int(s) for s in args.seeds.split(",")):
         start = time.perf_counter()
         histories[seed] = run_seed(seed, args.iterations, args.warmup, args.eval_every, json.loads(args.overrides),

@@ -41,6 +41,8 @@ class TransferConfig:
         weight_cycle: M_A on G_BA(G_AB(a)) with y_a; flows into both generators.
         weight_target: M_A on G_BA(b) with y_b for the labelled target images; flows into G_BA.
         weight_pseudo: M_A on G_BA(b) with confident pseudo-labels (self-training); 0 disables it.
+        weight_translated: M_A on G_AB(a) with y_a (source images in target style, CyCADA's task loss; not in the
+            paper); flows into G_AB; 0 disables it.
         pseudo_threshold: a pixel is confident when the EMA model's probability is above it or below 1 - it.
         pseudo_start: fraction of ``iterations`` after which self-training starts.
         ema_decay: decay of the exponential moving average of generator and segmenter weights; 0 disables EMA.
@@ -63,6 +65,8 @@ class TransferConfig:
             on JSRT -> Montgomery; docs/results/transfer.md); ``("translated",)`` is the paper-view variant.
         snapshots: average predictions over the EMA weights of the last ``snapshots`` evaluations instead of using
             the selected ones (1: the selected weights only).
+        select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
+            that selection can keep it when adaptation only makes things worse.
     """
 
     iterations: int = 3000
@@ -81,6 +85,7 @@ class TransferConfig:
     weight_cycle: float = 1.0
     weight_target: float = 1.0
     weight_pseudo: float = 0.5
+    weight_translated: float = 0.0
     pseudo_threshold: float = 0.9
     pseudo_start: float = 0.5
     ema_decay: float = 0.999
@@ -94,6 +99,7 @@ class TransferConfig:
     predict_views: tuple[str, ...] = ("translated", "direct", "translated_flip", "direct_flip")
     pseudo_views: tuple[str, ...] = ("translated", "direct", "translated_flip", "direct_flip")
     snapshots: int = 1
+    select_start: bool = True
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):
@@ -105,7 +111,7 @@ class TransferConfig:
         for name in ("lr_generator", "lr_discriminator", "lr_segmenter"):
             _check(getattr(self, name) > 0, f"expected {name} > 0, got {getattr(self, name)}")
         for name in ("weight_generative", "weight_source", "weight_cycle", "weight_target", "weight_pseudo",
-                     "grad_clip"):
+                     "weight_translated", "grad_clip"):
             _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
         _check(0.5 < self.pseudo_threshold < 1, f"expected 0.5 < pseudo_threshold < 1, got {self.pseudo_threshold}")
         _check(0 <= self.pseudo_start <= 1, f"expected 0 <= pseudo_start <= 1, got {self.pseudo_start}")

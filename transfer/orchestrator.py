@@ -186,7 +186,8 @@ class TransferOrchestrator:
         self.target_channels = list(target_channels) if target_channels is not None else None
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
-                                         target=config.weight_target, pseudo=config.weight_pseudo)
+                                         target=config.weight_target, pseudo=config.weight_pseudo,
+                                         translated=config.weight_translated)
         self._reset_optimizers()
         self.ema_translator: EMA | None = None
         self.ema_segmenter: EMA | None = None
@@ -308,7 +309,8 @@ class TransferOrchestrator:
             resume: bool = False) -> TransferResult:
         """Warm up the translator, then run ``config.iterations`` iterations, selecting the best weights.
 
-        Every ``steps_per_epoch`` iterations (and at the end) the EMA models are scored by ``selector``, every
+        Every ``steps_per_epoch`` iterations (and at the end; with ``config.select_start`` also before the first
+        iteration, i.e. the warmed-up translator with M_A unchanged) the EMA models are scored by ``selector``, every
         criterion is logged to TensorBoard, and a checkpoint is written atomically; the best-scoring EMA weights
         become the predictor (:meth:`predict`). With ``resume`` the latest checkpoint in ``run_dir/checkpoints``
         is restored and the run continues exactly where it stopped.
@@ -341,6 +343,8 @@ class TransferOrchestrator:
                                                                                               c.ema_decay)
             self.load_state_dict(load_checkpoint(latest, map_location=self.device))
         logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
+        if latest is None and c.select_start and c.iterations > 0:
+            self._evaluate(selector, logger)  # the starting point: selection may keep it if adaptation only hurts
         self.translator.train()
         self.segmenter.train()
         bar = progress(total=c.iterations, initial=self.iteration_count, desc="transfer", enabled=self.show_progress)

@@ -175,6 +175,7 @@ class SupervisedWeights:
     cycle: float = 1.0
     target: float = 1.0
     pseudo: float = 0.5
+    translated: float = 0.0
 
 
 def segment_translated(segmenter: nn.Module, translated: Tensor, normalize: Normalizer) -> Tensor:
@@ -191,7 +192,9 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
     Terms (each present only when its weight is > 0 and its inputs are given):
     ``source`` = L(M_A(a), y_a); ``cycle`` = L(M_A(G_BA(G_AB(a))), y_a), which reaches both generators;
     ``target`` = L(M_A(G_BA(b)), y_b) on labelled target pairs, which reaches G_BA; ``pseudo`` = pixel-weighted BCE
-    of M_A(G_BA(b)) against confident pseudo-labels. ``loss`` is their weighted sum.
+    of M_A(G_BA(b)) against confident pseudo-labels; ``translated`` = L(M_A(G_AB(a)), y_a), source images in target
+    style with their source labels (not in the paper; the task loss of CyCADA, Hoffman et al. 2018), which teaches
+    M_A the target's appearance for the direct view M_A(b) and reaches G_AB. ``loss`` is their weighted sum.
 
     Args:
         translator: a ``translation.base.Translator`` (``a_to_b``, ``b_to_a``).
@@ -205,7 +208,7 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
         grad_clip: max gradient norm over segmenter and generator parameters (0 disables it).
 
     Returns:
-        Detached losses ``source``, ``cycle``, ``target``, ``pseudo`` (those computed) and ``loss``.
+        Detached losses ``source``, ``cycle``, ``target``, ``pseudo``, ``translated`` (those computed) and ``loss``.
 
     Raises:
         ValueError: if no term is active (all weights 0 or inputs missing), or labels are given without images.
@@ -230,6 +233,10 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
             cycled = model.b_to_a(model.a_to_b(to_translator(batch.a)))
             losses["cycle"] = loss_fn(segment_translated(segmenter, cycled, normalize).float(), batch.y_a)
             terms.append(weights.cycle * losses["cycle"])
+        if weights.translated > 0:
+            styled = model.a_to_b(to_translator(batch.a))
+            losses["translated"] = loss_fn(segment_translated(segmenter, styled, normalize).float(), batch.y_a)
+            terms.append(weights.translated * losses["translated"])
         if weights.target > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
             translated = model.b_to_a(to_translator(batch.b_labelled))
             logits_b = segment_translated(segmenter, translated, normalize).float()

@@ -58,7 +58,7 @@ def test_resume_is_exact(toys, tmp_path, monkeypatch):
     assert result.iterations == 6
     w_full, w_res = _weights(full), _weights(resumed)
     assert all(torch.equal(w_full[k], w_res[k]) for k in w_full), "resumed weights differ from an uninterrupted run"
-    assert [h["iteration"] for h in resumed.history] == [3.0, 6.0]
+    assert [h["iteration"] for h in resumed.history] == [h["iteration"] for h in full.history] == [0.0, 3.0, 6.0]
     assert list((tmp_path / "full" / "tb").glob("events.out.tfevents.*")), "no TensorBoard log"
 
 
@@ -79,12 +79,26 @@ def test_cached_warmup_gives_the_same_run(toys, tmp_path):
 
 def test_selection_keeps_best_scoring_weights(toys):
     a, ya, b, _ = _data()
-    scores = iter([0.9, 0.1])  # the first evaluation (iteration 3) is the best
+    scores = iter([0.2, 0.9, 0.1])  # the starting point, iteration 3 (the best), iteration 6
     orch = _orch(toys, CONFIG)
     result = orch.fit(a, ya, b, None, selector=lambda t, s: {"score": next(scores)})
     assert result.best_iteration == 3 and result.best_score == pytest.approx(0.9)
     best = orch.best["state"]["segmenter"]
     assert all(torch.equal(best[k], v) for k, v in orch.ema_segmenter.module.state_dict().items())
+
+
+def test_selection_can_keep_the_starting_point(toys):
+    # When adaptation only lowers the score, the predictor is the warmed-up translator with M_A unchanged.
+    a, ya, b, _ = _data()
+    orch = _orch(toys, CONFIG)
+    start_weights = {k: v.clone() for k, v in orch.segmenter.state_dict().items()}
+    scores = iter([0.9, 0.5, 0.1])
+    result = orch.fit(a, ya, b, None, selector=lambda t, s: {"score": next(scores)})
+    assert result.best_iteration == 0
+    assert all(torch.equal(start_weights[k], v) for k, v in orch.ema_segmenter.module.state_dict().items())
+    assert not all(torch.equal(start_weights[k], v) for k, v in orch.segmenter.state_dict().items())
+    off = _orch(toys, CONFIG.replace(select_start=False))
+    assert [h["iteration"] for h in off.fit(a, ya, b, None).history] == [3.0, 6.0]
 
 
 def test_ema_hand_computed():

@@ -158,3 +158,14 @@ def test_target_term_uses_only_the_target_channels(toys):
     batch.target_channels = None
     with pytest.raises((ValueError, RuntimeError)):  # 3 logit channels vs a 1-channel mask: an error, not a silent mix
         supervised_step(t, m, batch, loss, norm, (), weights=weights)
+
+
+def test_translated_source_term_reaches_only_g_ab(toys):
+    Translator, Segmenter, loss, norm = toys
+    t, m = Translator(), Segmenter()
+    weights = SupervisedWeights(source=0, cycle=0, target=0, pseudo=0, translated=1)
+    losses = supervised_step(t, m, _batch(), loss, norm, (), weights=weights)
+    assert set(losses) == {"translated", "loss"}
+    assert all(_has_grad(t.g_ab.parameters())) and all(_has_grad(m.parameters()))
+    assert not any(_has_grad(t.g_ba.parameters()))
+    assert not any(_has_grad(t.discriminator_parameters()))
