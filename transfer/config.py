@@ -65,6 +65,11 @@ class TransferConfig:
             on JSRT -> Montgomery; docs/results/transfer.md); ``("translated",)`` is the paper-view variant.
         snapshots: average predictions over the EMA weights of the last ``snapshots`` evaluations instead of using
             the selected ones (1: the selected weights only).
+        pseudo_filter: ``"shape"`` keeps a target image's pseudo-label of a class only when its shape (number of
+            connected components, area) is one the source masks show (``transfer.selection.ShapePrior``), so
+            self-training does not learn from failed predictions; ``"none"`` keeps every confident pixel.
+        generator_supervision: the paper's coupling: the supervised loss back-propagates into G_AB and G_BA;
+            False trains M_A only in the supervised step (an ablation).
         select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
             that selection can keep it when adaptation only makes things worse.
     """
@@ -100,6 +105,8 @@ class TransferConfig:
     pseudo_views: tuple[str, ...] = ("translated", "direct", "translated_flip", "direct_flip")
     snapshots: int = 1
     select_start: bool = True
+    pseudo_filter: str = "none"
+    generator_supervision: bool = True
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):
@@ -124,6 +131,8 @@ class TransferConfig:
         object.__setattr__(self, "pseudo_views", tuple(self.pseudo_views))
         _check(len(self.pseudo_views) >= 1 and all(v in PREDICT_VIEWS for v in self.pseudo_views),
                f"expected pseudo_views to be a non-empty subset of {PREDICT_VIEWS}, got {self.pseudo_views}")
+        _check(self.pseudo_filter in ("none", "shape"),
+               f"expected pseudo_filter 'none' or 'shape', got {self.pseudo_filter!r}")
         _check(self.snapshots >= 1, f"expected snapshots >= 1, got {self.snapshots}")
         _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
 

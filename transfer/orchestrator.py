@@ -16,6 +16,7 @@ TensorBoard and writes checkpoints on rank 0 only, and resumes exactly (models, 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -39,6 +40,7 @@ from transfer.steps import (
     SupervisedWeights,
     discriminative_step,
     from_translator,
+    frozen,
     generative_step,
     supervised_step,
     to_translator,
@@ -197,6 +199,7 @@ class TransferOrchestrator:
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"iteration": -1, "score": -math.inf, "state": None}
         self.snapshots: list[dict[str, Any]] = []
+        self.shape_prior = None  # fitted on the source masks by fit() when config.pseudo_filter == "shape"
 
     @property
     def device(self) -> torch.device:
@@ -235,9 +238,12 @@ class TransferOrchestrator:
                                 grad_clip=c.grad_clip)
             losses.update({f"generative/{k}": v for k, v in g.items()})
         for _ in range(c.n_supervised):
-            s = supervised_step(self.translator, self.segmenter, self._supervised_batch(), self.loss_fn,
-                                self.normalize, (self.opt_s, self.opt_g), weights=self.weights, amp=c.amp,
-                                grad_clip=c.grad_clip)
+            with contextlib.ExitStack() as stack:
+                if not c.generator_supervision:  # ablation: the segmentation loss trains M_A only
+                    stack.enter_context(frozen(unwrap(self.translator).generator_parameters()))
+                s = supervised_step(self.translator, self.segmenter, self._supervised_batch(), self.loss_fn,
+                                    self.normalize, (self.opt_s, self.opt_g) if c.generator_supervision
+                                    else (self.opt_s,), weights=self.weights, amp=c.amp, grad_clip=c.grad_clip)
             losses.update({f"supervised/{k}": v for k, v in s.items()})
         self.ema_translator.update(self.translator)
         self.ema_segmenter.update(self.segmenter)
@@ -260,6 +266,9 @@ class TransferOrchestrator:
             batch.b_unlabelled = b
             batch.pseudo = (probs > 0.5).float()
             batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()
+            if self.shape_prior is not None:  # drop pseudo-labels whose shape the source never shows
+                plausible = torch.as_tensor(self.shape_prior.plausible(probs > 0.5), device=probs.device)
+                batch.pseudo_weight = batch.pseudo_weight * plausible[:, :, None, None].float()
         return batch
 
     def warm_up(self, source_images: Tensor, target_images: Tensor, cache: str | os.PathLike | None = None,
@@ -328,6 +337,10 @@ class TransferOrchestrator:
             A :class:`TransferResult`.
         """
         c, start = self.config, time.perf_counter()
+        if c.pseudo_filter == "shape":
+            from transfer.selection import ShapePrior
+
+            self.shape_prior = ShapePrior.fit(source_masks)
         ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
         latest = latest_checkpoint(ckpt_dir, "iter_*.pt") if (resume and ckpt_dir is not None) else None
         if latest is None:

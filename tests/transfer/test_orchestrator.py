@@ -264,3 +264,18 @@ def test_transfer_at_zero_labels_removes_failures_on_phantoms():
     so, tr = torch.tensor(source_only), torch.tensor(transfer)
     assert tr.std() < 0.8 * so.std(), f"transfer sd {tr.std():.3f} vs source-only sd {so.std():.3f}"
     assert tr.mean() > 0.35, f"transfer mean Jaccard {tr.mean():.3f}"
+
+
+def test_shape_filter_drops_implausible_pseudo_labels(toys):
+    a, ya, b, _ = _data()
+    orch = _orch(toys, CONFIG.replace(pseudo_filter="shape", pseudo_threshold=0.6))
+    orch.fit(a, ya, b, None)
+    assert orch.shape_prior is not None
+    torch.manual_seed(0)
+    batch = orch._supervised_batch()
+    probs = predict_views(orch.ema_translator.module, orch.ema_segmenter.module, batch.b_unlabelled, orch.normalize,
+                          orch.config.pseudo_views)
+    plausible = torch.as_tensor(orch.shape_prior.plausible(probs > 0.5)).float()[:, :, None, None]
+    assert torch.equal(batch.pseudo_weight, ((probs > 0.6) | (probs < 0.4)).float() * plausible)
+    with pytest.raises(ValueError, match="expected pseudo_filter"):
+        TransferConfig(pseudo_filter="area")

@@ -169,3 +169,18 @@ def test_translated_source_term_reaches_only_g_ab(toys):
     assert all(_has_grad(t.g_ab.parameters())) and all(_has_grad(m.parameters()))
     assert not any(_has_grad(t.g_ba.parameters()))
     assert not any(_has_grad(t.discriminator_parameters()))
+
+
+def test_generator_supervision_off_leaves_generators_untouched(toys):
+    Translator, Segmenter, loss, norm = toys
+    t, m = Translator(), Segmenter()
+    config = TransferConfig(iterations=1, warmup_iterations=0, steps_per_epoch=1, batch_size=2, n_discriminative=0,
+                            n_generative=0, generator_supervision=False, weight_pseudo=0, amp=False)
+    orch = TransferOrchestrator(t, m, config, loss_fn=loss, normalize=norm)
+    a = torch.rand(4, 1, 8, 8)
+    before_g = [p.clone() for p in t.generator_parameters()]
+    before_m = [p.clone() for p in m.parameters()]
+    orch.fit(a, (a > 0.5).float(), torch.rand(4, 1, 8, 8))
+    assert all(torch.equal(x, y) for x, y in zip(before_g, t.generator_parameters()))
+    assert not all(torch.equal(x, y) for x, y in zip(before_m, m.parameters()))
+    assert all(p.requires_grad for p in t.parameters()), "frozen flags must be restored"
