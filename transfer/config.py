@@ -41,6 +41,8 @@ class TransferConfig:
         weight_cycle: M_A on G_BA(G_AB(a)) with y_a; flows into both generators.
         weight_target: M_A on G_BA(b) with y_b for the labelled target images; flows into G_BA.
         weight_pseudo: M_A on G_BA(b) with confident pseudo-labels (self-training); 0 disables it.
+        weight_target_direct: M_A on the labelled target pairs (b, y_b) without translation (not in the paper; it
+            trains the direct views of the prediction as fine-tuning does).
         weight_translated: M_A on G_AB(a) with y_a (source images in target style, CyCADA's task loss; not in the
             paper); flows into G_AB; 0 disables it.
         pseudo_threshold: a pixel is confident when the EMA model's probability is above it or below 1 - it.
@@ -91,6 +93,7 @@ class TransferConfig:
     weight_target: float = 1.0
     weight_pseudo: float = 0.5
     weight_translated: float = 0.0
+    weight_target_direct: float = 0.0
     pseudo_threshold: float = 0.9
     pseudo_start: float = 0.5
     ema_decay: float = 0.999
@@ -118,7 +121,7 @@ class TransferConfig:
         for name in ("lr_generator", "lr_discriminator", "lr_segmenter"):
             _check(getattr(self, name) > 0, f"expected {name} > 0, got {getattr(self, name)}")
         for name in ("weight_generative", "weight_source", "weight_cycle", "weight_target", "weight_pseudo",
-                     "weight_translated", "grad_clip"):
+                     "weight_translated", "weight_target_direct", "grad_clip"):
             _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
         _check(0.5 < self.pseudo_threshold < 1, f"expected 0.5 < pseudo_threshold < 1, got {self.pseudo_threshold}")
         _check(0 <= self.pseudo_start <= 1, f"expected 0 <= pseudo_start <= 1, got {self.pseudo_start}")

@@ -189,7 +189,8 @@ class TransferOrchestrator:
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
                                          target=config.weight_target, pseudo=config.weight_pseudo,
-                                         translated=config.weight_translated)
+                                         translated=config.weight_translated,
+                                         target_direct=config.weight_target_direct)
         self._reset_optimizers()
         self.ema_translator: EMA | None = None
         self.ema_segmenter: EMA | None = None

@@ -176,6 +176,7 @@ class SupervisedWeights:
     target: float = 1.0
     pseudo: float = 0.5
     translated: float = 0.0
+    target_direct: float = 0.0
 
 
 def segment_translated(segmenter: nn.Module, translated: Tensor, normalize: Normalizer) -> Tensor:
@@ -194,7 +195,9 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
     ``target`` = L(M_A(G_BA(b)), y_b) on labelled target pairs, which reaches G_BA; ``pseudo`` = pixel-weighted BCE
     of M_A(G_BA(b)) against confident pseudo-labels; ``translated`` = L(M_A(G_AB(a)), y_a), source images in target
     style with their source labels (not in the paper; the task loss of CyCADA, Hoffman et al. 2018), which teaches
-    M_A the target's appearance for the direct view M_A(b) and reaches G_AB. ``loss`` is their weighted sum.
+    M_A the target's appearance for the direct view M_A(b) and reaches G_AB; ``target_direct`` = L(M_A(b), y_b) on the
+    labelled target pairs without translation (not in the paper: it trains the direct prediction views, as fine-tuning
+    does). ``loss`` is their weighted sum.
 
     Args:
         translator: a ``translation.base.Translator`` (``a_to_b``, ``b_to_a``).
@@ -208,7 +211,8 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
         grad_clip: max gradient norm over segmenter and generator parameters (0 disables it).
 
     Returns:
-        Detached losses ``source``, ``cycle``, ``target``, ``pseudo``, ``translated`` (those computed) and ``loss``.
+        Detached losses ``source``, ``cycle``, ``target``, ``pseudo``, ``translated``, ``target_direct`` (those
+        computed) and ``loss``.
 
     Raises:
         ValueError: if no term is active (all weights 0 or inputs missing), or labels are given without images.
@@ -244,6 +248,12 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
                 logits_b = logits_b[:, batch.target_channels]
             losses["target"] = loss_fn(logits_b, batch.y_b)
             terms.append(weights.target * losses["target"])
+        if weights.target_direct > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
+            logits_b = segmenter(normalize(batch.b_labelled)).float()
+            if batch.target_channels is not None:
+                logits_b = logits_b[:, batch.target_channels]
+            losses["target_direct"] = loss_fn(logits_b, batch.y_b)
+            terms.append(weights.target_direct * losses["target_direct"])
         if weights.pseudo > 0 and batch.b_unlabelled is not None and batch.pseudo is not None:
             translated = model.b_to_a(to_translator(batch.b_unlabelled))
             logits = segment_translated(segmenter, translated, normalize).float()

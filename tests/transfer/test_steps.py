@@ -184,3 +184,13 @@ def test_generator_supervision_off_leaves_generators_untouched(toys):
     assert all(torch.equal(x, y) for x, y in zip(before_g, t.generator_parameters()))
     assert not all(torch.equal(x, y) for x, y in zip(before_m, m.parameters()))
     assert all(p.requires_grad for p in t.parameters()), "frozen flags must be restored"
+
+
+def test_direct_target_term_reaches_no_generator(toys):
+    Translator, Segmenter, loss, norm = toys
+    t, m = Translator(), Segmenter()
+    weights = SupervisedWeights(source=0, cycle=0, target=0, pseudo=0, target_direct=1)
+    losses = supervised_step(t, m, _batch(), loss, norm, (), weights=weights)
+    assert set(losses) == {"target_direct", "loss"}
+    assert all(_has_grad(m.parameters()))
+    assert not any(_has_grad(t.generator_parameters())) and not any(_has_grad(t.discriminator_parameters()))
