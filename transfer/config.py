@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 METHODS = ("transfer", "finetune", "scratch", "source_only", "histmatch")
 PREDICT_VIEWS = ("translated", "direct", "translated_flip", "direct_flip")
-SELECTION_RULES = ("label_free", "source_cycle", "cycle_agreement", "view_agreement", "consensus", "confidence",
-                   "shape_prior", "kid", "labelled", "paper_target_val", "last")
+SELECTION_RULES = ("shape_prior", "label_free", "source_cycle", "cycle_agreement", "view_agreement", "consensus",
+                   "confidence", "kid", "labelled", "paper_target_val", "last")
 PAPER_FRACTIONS = (0.0, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -97,7 +97,7 @@ class TransferConfig:
     pseudo_threshold: float = 0.9
     pseudo_start: float = 0.5
     ema_decay: float = 0.999
-    selection: str = "label_free"
+    selection: str = "shape_prior"
     loss: str = "dice_bce"
     normalize_mode: str = "per_image"
     amp: bool = True

@@ -102,7 +102,8 @@ def test_view_criteria_on_a_perfect_pair():
     assert out["view_agreement"] == pytest.approx(1.0)
     assert out["consensus"] == pytest.approx(1.0)
     assert out["shape_prior"] == pytest.approx(1.0)
-    assert out["score"] == out["shape_prior"]
+    tie_break = 0.5 * (out["source_cycle"] + out["cycle_agreement"])
+    assert out["score"] == pytest.approx(out["shape_prior"] + 1e-3 * tie_break)
     assert 0 < out["confidence"] <= 1
     with pytest.raises(ValueError, match="source_masks"):
         Selector("shape_prior", lambda x: x, target_images=images)
