@@ -72,6 +72,9 @@ class TransferConfig:
             self-training does not learn from failed predictions; ``"none"`` keeps every confident pixel.
         generator_supervision: the paper's coupling: the supervised loss back-propagates into G_AB and G_BA;
             False trains M_A only in the supervised step (an ablation).
+        segmenter_init: ``"source"`` starts the loop from M_A as the paper does; ``"finetune"`` first fine-tunes M_A
+            on the labelled target subset (the fine-tuning baseline, same settings) and starts from that, so the loop
+            begins where the strongest labelled baseline ends (not in the paper; identical to ``"source"`` at 0%).
         select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
             that selection can keep it when adaptation only makes things worse.
     """
@@ -110,6 +113,7 @@ class TransferConfig:
     select_start: bool = True
     pseudo_filter: str = "none"
     generator_supervision: bool = True
+    segmenter_init: str = "source"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):
@@ -136,6 +140,8 @@ class TransferConfig:
                f"expected pseudo_views to be a non-empty subset of {PREDICT_VIEWS}, got {self.pseudo_views}")
         _check(self.pseudo_filter in ("none", "shape"),
                f"expected pseudo_filter 'none' or 'shape', got {self.pseudo_filter!r}")
+        _check(self.segmenter_init in ("source", "finetune"),
+               f"expected segmenter_init 'source' or 'finetune', got {self.segmenter_init!r}")
         _check(self.snapshots >= 1, f"expected snapshots >= 1, got {self.snapshots}")
         _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
 
@@ -209,6 +215,10 @@ class ExperimentConfig:
         missing = [c for c in self.classes if self.source_classes and c not in self.source_classes]
         _check(not missing, f"expected source_classes {self.source_classes} to include every target class, got "
                             f"{missing} missing; add them to --source-classes")
+        _check(self.transfer.segmenter_init != "finetune" or not self.source_classes
+               or tuple(self.source_classes) == tuple(self.classes),
+               f"expected segmenter_init 'source' when M_A has more classes than the target ({self.source_classes} vs "
+               f"{self.classes}); fine-tune initialisation needs the same classes")
         _check(self.method != "scratch" or self.fraction > 0,
                "expected fraction > 0 for method 'scratch' (training from scratch on no label is undefined), got 0")
         for name in ("source_iterations", "finetune_iterations", "max_test"):

@@ -225,8 +225,15 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
         model = from_scratch(view.labelled(), ft_config.replace(lr=exp.source_lr), run_dir=run / "segment")
         rows = source_only(model, test, ft_config)
     else:
-        rows, extra = _run_transfer(exp, source_full, target, splits, view, test, m_a_full, full_config, seg_config,
-                                    index, device, run)
+        start_model = m_a_full
+        if exp.transfer.segmenter_init == "finetune" and labelled:
+            if m_a_full is not m_a:
+                raise ValueError("expected segmenter_init 'source' when M_A has more classes than the target "
+                                 f"({exp.model_classes} vs {exp.classes}); fine-tune initialisation needs the same "
+                                 "classes: drop --source-classes or use segmenter_init 'source'")
+            start_model = fine_tune(m_a, view.labelled(), ft_config, run_dir=run / "init_finetune")
+        rows, extra = _run_transfer(exp, source_full, target, splits, view, test, start_model, full_config,
+                                    seg_config, index, device, run)
         orch = extra.pop("_orchestrator")
         if m_a_full is not m_a:
             write_class_overlays(run / OVERLAYS, orch.ema_translator.module.cpu(), orch.ema_segmenter.module.cpu(),
