@@ -75,16 +75,27 @@ def main() -> None:
                         target_images=torch.cat([train.images, val.images]), source_masks=src_train.masks,
                         views=transfer.predict_views)
 
-    def oracle(probs: torch.Tensor) -> float:
+    per_image: list[dict] = []  # per evaluation: per-image Jaccard of the default prediction (analysis only)
+
+    def jaccards(probs: torch.Tensor) -> list[float]:
         rows = evaluate_masks(probabilities_to_masks(probs, seg_config), test.masks > 0.5, ("lungs",))
-        return 100 * float(np.mean([r["jaccard/lungs"] for r in rows]))
+        return [100 * float(r["jaccard/lungs"]) for r in rows]
+
+    def oracle(probs: torch.Tensor) -> float:
+        return float(np.mean(jaccards(probs)))
 
     def study(translator, segmenter):
         out = dict(selector(translator, segmenter))
-        out["oracle_views"] = oracle(predict_views(translator, segmenter, test.images, norm, transfer.predict_views))
+        scores = jaccards(predict_views(translator, segmenter, test.images, norm, transfer.predict_views))
+        per_image.append({"ids": list(test.ids), "jaccard": scores})
+        out["oracle_views"] = float(np.mean(scores))
+        out["oracle_failures"] = float(sum(j < 80 for j in scores))
+        out["oracle_worst"] = float(min(scores))
         out["oracle_paper"] = oracle(predict_views(translator, segmenter, test.images, norm, ("translated",)))
+        out["oracle_direct"] = oracle(predict_views(translator, segmenter, test.images, norm, ("direct",)))
         out["score"] = 0.0
-        print(f"  eval: {out['oracle_views']:.2f} / paper {out['oracle_paper']:.2f} | " + " ".join(
+        print(f"  eval: {out['oracle_views']:.2f} / paper {out['oracle_paper']:.2f} / direct {out['oracle_direct']:.2f}"
+              f" / failures {int(out['oracle_failures'])} worst {out['oracle_worst']:.1f} | " + " ".join(
             f"{k}={v:.3f}" for k, v in out.items() if not k.startswith(("oracle", "score"))), flush=True)
         return out
 
@@ -98,6 +109,7 @@ def main() -> None:
     print(f"took {time.perf_counter() - start:.0f} s (warm-up cache {'hit' if path.is_file() else 'miss'})")
     if args.json:
         Path(args.json).write_text(json.dumps({str(args.seed): result.history}, indent=1))
+        Path(args.json).with_suffix(".per_image.json").write_text(json.dumps(per_image))
     summarise({args.seed: result.history}, "oracle_views")
     summarise({args.seed: result.history}, "oracle_paper")
 
