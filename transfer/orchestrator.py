@@ -16,7 +16,6 @@ TensorBoard and writes checkpoints on rank 0 only, and resumes exactly (models, 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -239,9 +238,8 @@ class TransferOrchestrator:
                                 grad_clip=c.grad_clip)
             losses.update({f"generative/{k}": v for k, v in g.items()})
         for _ in range(c.n_supervised):
-            with contextlib.ExitStack() as stack:
-                if not c.generator_supervision:  # ablation: the segmentation loss trains M_A only
-                    stack.enter_context(frozen(unwrap(self.translator).generator_parameters()))
+            # generator_supervision off (an ablation): the generators are frozen, the segmentation loss trains M_A only
+            with frozen([] if c.generator_supervision else unwrap(self.translator).generator_parameters()):
                 s = supervised_step(self.translator, self.segmenter, self._supervised_batch(), self.loss_fn,
                                     self.normalize, (self.opt_s, self.opt_g) if c.generator_supervision
                                     else (self.opt_s,), weights=self.weights, amp=c.amp, grad_clip=c.grad_clip)

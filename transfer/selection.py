@@ -116,12 +116,13 @@ class Selector:
             out["source_cycle"] = mean_dice(self._segment(segmenter, a, translator, "cycle_a") > 0, y > 0.5)
         if self.target_images is not None:
             b = self.target_images
-            direct = self._segment(segmenter, b, translator, "b2a") > 0
+            probs = {view: self._view_probabilities(translator, segmenter, b, view)  # each view computed once
+                     for view in dict.fromkeys(("translated", "direct") + self.views)}
+            translated = probs["translated"] > 0.5
             cycled = self._segment(segmenter, b, translator, "cycle_b") > 0
-            out["cycle_agreement"] = mean_dice(cycled, direct)
-            raw = self._segment(segmenter, b, translator, "none") > 0
-            out["view_agreement"] = mean_dice(direct, raw)
-            out.update(self._view_criteria(translator, segmenter, b))
+            out["cycle_agreement"] = mean_dice(cycled, translated)
+            out["view_agreement"] = mean_dice(translated, probs["direct"] > 0.5)
+            out.update(self._view_criteria([probs[view] for view in self.views]))
             if self.rule == "kid" and self.source_val is not None:
                 from translation.metrics import kid
 
@@ -163,13 +164,14 @@ class Selector:
             return c["target_val_dice"]
         return math.inf  # "last": every evaluation ties and the latest one wins
 
-    def _view_criteria(self, translator: nn.Module, segmenter: nn.Module, b: Tensor) -> dict[str, float]:
+    def _view_probabilities(self, translator: nn.Module, segmenter: nn.Module, b: Tensor, view: str) -> Tensor:
         from transfer.orchestrator import predict_views
 
         device = next(segmenter.parameters()).device
-        per_view = [torch.cat([predict_views(translator, segmenter, b[i:i + self.batch_size].to(device),
-                                             self.normalize, (view,)).cpu()
-                               for i in range(0, len(b), self.batch_size)]) for view in self.views]
+        return torch.cat([predict_views(translator, segmenter, b[i:i + self.batch_size].to(device), self.normalize,
+                                        (view,)).cpu() for i in range(0, len(b), self.batch_size)])
+
+    def _view_criteria(self, per_view: list[Tensor]) -> dict[str, float]:
         mean = torch.stack(per_view).mean(0)
         masks = mean > 0.5
         out = {"consensus": float(np.mean([mean_dice(p > 0.5, masks) for p in per_view])),

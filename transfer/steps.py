@@ -244,15 +244,11 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
         if weights.target > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
             translated = model.b_to_a(to_translator(batch.b_labelled))
             logits_b = segment_translated(segmenter, translated, normalize).float()
-            if batch.target_channels is not None:
-                logits_b = logits_b[:, batch.target_channels]
-            losses["target"] = loss_fn(logits_b, batch.y_b)
+            losses["target"] = loss_fn(_channels(logits_b, batch.target_channels), batch.y_b)
             terms.append(weights.target * losses["target"])
         if weights.target_direct > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
             logits_b = segmenter(normalize(batch.b_labelled)).float()
-            if batch.target_channels is not None:
-                logits_b = logits_b[:, batch.target_channels]
-            losses["target_direct"] = loss_fn(logits_b, batch.y_b)
+            losses["target_direct"] = loss_fn(_channels(logits_b, batch.target_channels), batch.y_b)
             terms.append(weights.target_direct * losses["target_direct"])
         if weights.pseudo > 0 and batch.b_unlabelled is not None and batch.pseudo is not None:
             translated = model.b_to_a(to_translator(batch.b_unlabelled))
@@ -269,6 +265,11 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
     total.backward()
     _step(list(optimizers), g_params + s_params, grad_clip)
     return _detached(losses)
+
+
+def _channels(logits: Tensor, channels: list[int] | None) -> Tensor:
+    """The segmenter's output channels that target labels label (all when ``channels`` is None)."""
+    return logits if channels is None else logits[:, channels]
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

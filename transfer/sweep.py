@@ -226,11 +226,7 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
         rows = source_only(model, test, ft_config)
     else:
         start_model = m_a_full
-        if exp.transfer.segmenter_init == "finetune" and labelled:
-            if m_a_full is not m_a:
-                raise ValueError("expected segmenter_init 'source' when M_A has more classes than the target "
-                                 f"({exp.model_classes} vs {exp.classes}); fine-tune initialisation needs the same "
-                                 "classes: drop --source-classes or use segmenter_init 'source'")
+        if exp.transfer.segmenter_init == "finetune" and labelled:  # same classes: ExperimentConfig checks it
             start_model = fine_tune(m_a, view.labelled(), ft_config, run_dir=run / "init_finetune")
         rows, extra = _run_transfer(exp, source_full, target, splits, view, test, start_model, full_config,
                                     seg_config, index, device, run)
