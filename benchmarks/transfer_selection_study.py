@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "transfer
 from test_orchestrator import _lungs  # noqa: E402
 
 LABEL_FREE = ("source_dice", "source_cycle", "cycle_agreement", "label_free", "view_agreement", "confidence",
-              "shape_prior", "consensus", "shape_view", "shape_then_label_free")
+              "shape_prior", "consensus", "shape_view", "shape_then_label_free", "shape_cycle")
 
 
 def derive(row: dict[str, float]) -> dict[str, float]:
     """Add the combined criteria: ``label_free`` (the rule's mean of source_cycle and cycle_agreement) and
     ``shape_view`` (mean of shape_prior and view_agreement), ``shape_then_label_free`` (shape_prior, ties broken by
-    label_free)."""
+    label_free), ``shape_cycle`` (mean of shape_prior and label_free: the default rule)."""
     row = dict(row)
     if "source_cycle" in row and "cycle_agreement" in row:
         row["label_free"] = 0.5 * (row["source_cycle"] + row["cycle_agreement"])
@@ -44,6 +44,7 @@ def derive(row: dict[str, float]) -> dict[str, float]:
         row["shape_view"] = 0.5 * (row["shape_prior"] + row["view_agreement"])
     if "shape_prior" in row and "label_free" in row:  # shape first, label_free breaks its ties
         row["shape_then_label_free"] = row["shape_prior"] + 1e-3 * row["label_free"]
+        row["shape_cycle"] = 0.5 * (row["shape_prior"] + row["label_free"])  # the default rule
     return row
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 METHODS = ("transfer", "finetune", "scratch", "source_only", "histmatch")
 PREDICT_VIEWS = ("translated", "direct", "translated_flip", "direct_flip")
-SELECTION_RULES = ("shape_prior", "label_free", "source_cycle", "cycle_agreement", "view_agreement", "consensus",
-                   "confidence", "kid", "labelled", "paper_target_val", "last")
+SELECTION_RULES = ("shape_cycle", "shape_prior", "label_free", "source_cycle", "cycle_agreement", "view_agreement",
+                   "consensus", "confidence", "kid", "labelled", "paper_target_val", "last")
 PAPER_FRACTIONS = (0.0, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
@@ -75,6 +75,12 @@ class TransferConfig:
         segmenter_init: ``"source"`` starts the loop from M_A as the paper does; ``"finetune"`` first fine-tunes M_A
             on the labelled target subset (the fine-tuning baseline, same settings) and starts from that, so the loop
             begins where the strongest labelled baseline ends (not in the paper; identical to ``"source"`` at 0%).
+        augment: random geometry and intensity (``segmentation.data.augmentation.Augmenter`` with its defaults, the
+            augmentation the fine-tuning and source baselines train with) in the supervised step: ``"labelled"``
+            augments the source pairs (a, y_a) and the labelled target pairs (b, y_b) before they are translated
+            and segmented; ``"all"`` also the self-training images with their pseudo-labels and weights (the same
+            warp for all three; pseudo-labels are made on the un-augmented image, so the student learns them under
+            a perturbation); ``"none"`` (the paper) trains on the images as they are.
         select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
             that selection can keep it when adaptation only makes things worse.
     """
@@ -100,7 +106,7 @@ class TransferConfig:
     pseudo_threshold: float = 0.9
     pseudo_start: float = 0.5
     ema_decay: float = 0.999
-    selection: str = "shape_prior"
+    selection: str = "shape_cycle"
     loss: str = "dice_bce"
     normalize_mode: str = "per_image"
     amp: bool = True
@@ -114,6 +120,7 @@ class TransferConfig:
     pseudo_filter: str = "none"
     generator_supervision: bool = True
     segmenter_init: str = "source"
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):
@@ -142,6 +149,8 @@ class TransferConfig:
                f"expected pseudo_filter 'none' or 'shape', got {self.pseudo_filter!r}")
         _check(self.segmenter_init in ("source", "finetune"),
                f"expected segmenter_init 'source' or 'finetune', got {self.segmenter_init!r}")
+        _check(self.augment in ("none", "labelled", "all"),
+               f"expected augment 'none', 'labelled' or 'all', got {self.augment!r}")
         _check(self.snapshots >= 1, f"expected snapshots >= 1, got {self.snapshots}")
         _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
 

@@ -200,6 +200,7 @@ class TransferOrchestrator:
         self.best: dict[str, Any] = {"iteration": -1, "score": -math.inf, "state": None}
         self.snapshots: list[dict[str, Any]] = []
         self.shape_prior = None  # fitted on the source masks by fit() when config.pseudo_filter == "shape"
+        self.augmenter: nn.Module | None = None  # built on the device by _augment when config.augment != "none"
 
     @property
     def device(self) -> torch.device:
@@ -249,12 +250,28 @@ class TransferOrchestrator:
         self.iteration_count += 1
         return losses
 
+    def _augmenter(self, device: torch.device) -> nn.Module:
+        if self.augmenter is None:
+            from segmentation.data.augmentation import Augmenter
+
+            self.augmenter = Augmenter(seed=rank_seed(self.config.seed + 20)).to(device)
+        return self.augmenter
+
+    def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        """The same random warp for images and masks, random intensity for images (``config.augment``)."""
+        out, out_masks = self._augmenter(images.device)(images, masks)
+        return out, out_masks
+
     def _supervised_batch(self) -> SupervisedBatch:
+        c = self.config
         a, y_a = next(self.source)
+        if c.augment != "none":
+            a, y_a = self._augment(a, y_a)
         batch = SupervisedBatch(a=a, y_a=y_a, target_channels=self.target_channels)
         if self.labelled is not None:
             batch.b_labelled, batch.y_b = next(self.labelled)
-        c = self.config
+            if c.augment != "none":
+                batch.b_labelled, batch.y_b = self._augment(batch.b_labelled, batch.y_b)
         if c.weight_pseudo > 0 and self.iteration_count >= c.pseudo_start * c.iterations:
             (b,) = next(self.target)
             if tuple(c.pseudo_views) == ("translated",):
@@ -268,6 +285,10 @@ class TransferOrchestrator:
             if self.shape_prior is not None:  # drop pseudo-labels whose shape the source never shows
                 plausible = torch.as_tensor(self.shape_prior.plausible(probs > 0.5), device=probs.device)
                 batch.pseudo_weight = batch.pseudo_weight * plausible[:, :, None, None].float()
+            if c.augment == "all":  # one warp for the image, its pseudo-label and its weight
+                k = batch.pseudo.shape[1]
+                batch.b_unlabelled, warped = self._augment(b, torch.cat([batch.pseudo, batch.pseudo_weight], 1))
+                batch.pseudo, batch.pseudo_weight = warped[:, :k], warped[:, k:]
         return batch
 
     def warm_up(self, source_images: Tensor, target_images: Tensor, cache: str | os.PathLike | None = None,
@@ -470,6 +491,7 @@ class TransferOrchestrator:
             "labelled": self.labelled.state_dict() if self.labelled is not None else None,
             "history": self.history, "best": self.best, "rng": get_rng_state(), "snapshots": self.snapshots,
             "config": json.loads(json.dumps(self.config.__dict__, default=list)),
+            "augmenter": self.augmenter.generator.get_state() if self.augmenter is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -485,6 +507,8 @@ class TransferOrchestrator:
         self.target.load_state_dict(state["target"])
         if self.labelled is not None and state["labelled"] is not None:
             self.labelled.load_state_dict(state["labelled"])
+        if state.get("augmenter") is not None:  # the augmentation draws continue where they stopped
+            self._augmenter(self.device).generator.set_state(state["augmenter"])
         self.history = list(state["history"])
         self.best = state["best"]
         self.snapshots = list(state.get("snapshots", []))

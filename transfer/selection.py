@@ -14,13 +14,19 @@ is better:
 * ``consensus``: mean Dice between each prediction view (``views``, default the four of
   ``transfer.config.PREDICT_VIEWS``) and their average, on unlabelled target images.
 * ``confidence``: mean of ``|2p - 1|`` over target pixels of the view-averaged probability ``p``.
-* ``shape_prior`` (default): share of (target image, class) predictions of the view average whose number of
+* ``shape_prior``: share of (target image, class) predictions of the view average whose number of
   connected components and area lie in the range seen on the **source** training masks (:class:`ShapePrior`); needs
   ``source_masks``. Failed segmentations (fragments, a missing lung, a lung spilling out) break it. Its score adds
   ``1e-3 * label_free`` (when the source validation pairs are given) to break the ties of this coarse share. Measured
   as the criterion that best tracks target accuracy, on phantoms and on JSRT -> Montgomery
   (``benchmarks/transfer_selection_study.py``, ``benchmarks/transfer_selection_real.py``; docs/results/transfer.md):
-  the only one that saw the real-data collapse of a long run.
+  the only one that saw the real-data collapse of a long run. Alone it is too coarse for short runs: one image more
+  or less moves it by 1/(images x classes), so it can prefer the un-adapted start over a clearly better later model.
+* ``shape_cycle`` (default): the mean of ``shape_prior`` and ``label_free``, i.e. of shape plausibility and the two
+  cycle criteria with equal weight. A collapse (many implausible shapes) outweighs any cycle gain, while one image
+  more or less is outweighed by a clear cycle gain. Chosen by replaying the recorded criteria of every study run
+  above (docs/results/transfer.md, "A stopping rule for short and long runs"): it keeps shape_prior's picks on long
+  runs and fixes its false alarm on the CPU sweep's short 0% cell.
 * ``kid``: minus the KID between G_BA(b) and source images (``translation.metrics.kid``): distribution match only.
 * ``labelled``: mean Dice of M_A(G_BA(b)) on the labelled target subset (f > 0 only; those are training images,
   the only target labels a fraction grants).
@@ -85,8 +91,11 @@ class Selector:
         if rule == "label_free" and (source_val is None or target_images is None):
             raise ValueError("expected source validation pairs and target images for selection 'label_free', got "
                              "None; pass both or choose another rule")
-        if rule == "shape_prior" and (source_masks is None or target_images is None):
-            raise ValueError("expected source_masks and target images for selection 'shape_prior', got None")
+        if rule in ("shape_prior", "shape_cycle") and (source_masks is None or target_images is None):
+            raise ValueError(f"expected source_masks and target images for selection {rule!r}, got None")
+        if rule == "shape_cycle" and source_val is None:
+            raise ValueError("expected source validation pairs for selection 'shape_cycle', got None; pass them or "
+                             "choose 'shape_prior'")
         if rule == "kid" and source_val is None:
             raise ValueError("expected source validation images for selection 'kid', got None")
         if rule in needs and needs[rule] is None:
@@ -154,6 +163,8 @@ class Selector:
         if rule == "shape_prior":  # share of plausible shapes is coarse: label_free (when known) breaks its ties
             tie_break = 0.5 * (c["source_cycle"] + c["cycle_agreement"]) if "source_cycle" in c else 0.0
             return c["shape_prior"] + 1e-3 * tie_break
+        if rule == "shape_cycle":
+            return 0.5 * (c["shape_prior"] + 0.5 * (c["source_cycle"] + c["cycle_agreement"]))
         if rule in ("view_agreement", "consensus", "confidence"):
             return c[rule]
         if rule == "kid":

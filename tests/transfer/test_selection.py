@@ -107,3 +107,31 @@ def test_view_criteria_on_a_perfect_pair():
     assert 0 < out["confidence"] <= 1
     with pytest.raises(ValueError, match="source_masks"):
         Selector("shape_prior", lambda x: x, target_images=images)
+
+
+def test_shape_cycle_is_the_default_and_weighs_shape_and_cycle_equally():
+    from transfer.config import TransferConfig
+
+    assert TransferConfig().selection == "shape_cycle"
+    images = _two_blobs(4)
+    sel = Selector("shape_cycle", lambda x: x, source_val=(images, images), target_images=images,
+                   source_masks=images)
+    out = sel(Identity(), Threshold())
+    assert out["score"] == pytest.approx(0.5 * (out["shape_prior"] + 0.5 * (out["source_cycle"]
+                                                                            + out["cycle_agreement"])))
+    # The two decisions it was chosen for, with criteria measured on JSRT -> Montgomery (docs/results/transfer.md):
+    # a clear cycle gain beats one implausible image less (shape_prior alone kept the un-adapted start: a false
+    # alarm), and a collapse of shapes beats any cycle gain (label_free alone walked into a 4-point collapse).
+    start = {"source_cycle": 0.9362, "cycle_agreement": 0.9464, "shape_prior": 0.9219}
+    adapted = {"source_cycle": 0.9558, "cycle_agreement": 0.9680, "shape_prior": 0.9062}
+    before = {"source_cycle": 0.9612, "cycle_agreement": 0.9741, "shape_prior": 0.9531}
+    collapsed = {"source_cycle": 0.9625, "cycle_agreement": 0.9729, "shape_prior": 0.7656}
+    assert sel._score(adapted) > sel._score(start)
+    assert sel._score(before) > sel._score(collapsed)
+    shape_only = Selector("shape_prior", lambda x: x, source_val=(images, images), target_images=images,
+                          source_masks=images)
+    assert shape_only._score(adapted) < shape_only._score(start)  # the false alarm shape_cycle fixes
+    with pytest.raises(ValueError, match="source validation"):
+        Selector("shape_cycle", lambda x: x, target_images=images, source_masks=images)
+    with pytest.raises(ValueError, match="source_masks"):
+        Selector("shape_cycle", lambda x: x, source_val=(images, images), target_images=images)
