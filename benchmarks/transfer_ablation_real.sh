@@ -2,8 +2,9 @@
 # One transfer ablation at 0% labels on the real data (JSRT -> Montgomery lungs), at the CPU sweep's settings, reusing
 # the cached M_A and warmed-up translator of a finished CPU sweep (benchmarks/transfer_sweep_cpu.sh), then scoring
 # every prediction view of the cell (benchmarks/transfer_views_real.py).
-# FRACTION=0.05 runs the cell at another label fraction (default 0). SELECTION=label_free reproduces the rows measured
-# before shape_prior became the default (docs/results/transfer.md says which rule each row used).
+# FRACTION=0.05 runs the cell at another label fraction (default 0). SELECTION picks the rule (default shape_cycle, the
+# product's default); label_free or shape_prior reproduce rows measured before it (docs/results/transfer.md says which
+# rule each row used).
 # Usage: benchmarks/transfer_ablation_real.sh NAME 'TRANSFER_KWARGS_JSON' [BASE=runs/cpu_sweep_128] [SIZE=128]
 # e.g.   benchmarks/transfer_ablation_real.sh nopseudo '{"weight_pseudo": 0}'
 # Each ablation gets its own folder runs/transfer_ablation/NAME (cells of one --out share names, so they cannot share
@@ -22,7 +23,7 @@ cxr-transfer experiment run --method transfer --fraction "${FRACTION:-0}" --seed
   --out "$OUT" --size "$SIZE" --preset tiny --segmenter-kwargs '{"depth": 4, "base_channels": 8}' \
   --iterations "${ITERATIONS:-100}" --warmup "${WARMUP:-60}" --steps-per-epoch 50 --batch-size 8 \
   --source-iterations "${SOURCE_ITERATIONS:-300}" --finetune-iterations "${FINETUNE_ITERATIONS:-100}" \
-  --device cpu --transfer-kwargs "$KWARGS" --selection "${SELECTION:-shape_prior}"
+  --device cpu --transfer-kwargs "$KWARGS" --selection "${SELECTION:-shape_cycle}"
 echo "transfer cell wall time: $(( $(date +%s) - start )) s"
 [ "${FRACTION:-0}" = 0 ] && python "$(dirname "$0")/transfer_views_real.py" --cell "$OUT/cells/transfer/f0.0000/s0"
 cat "$OUT"/cells/transfer/*/s0/metrics.json | python -c "import json,sys; r=json.load(sys.stdin); print(r[\"key\"], \"jaccard\", round(100*r[\"jaccard\"], 2), \"+-\", round(100*r[\"jaccard_std\"], 2))"

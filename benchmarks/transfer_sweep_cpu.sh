@@ -3,9 +3,9 @@
 # Usage: benchmarks/transfer_sweep_cpu.sh [OUT] [SIZE] [FRACTIONS]
 # The data folder is $CXR_DATA (default ../shared/data).
 # A killed run resumes where it stopped when started again with the same OUT.
-# Selection: label_free, the rule the documented CPU sweep used (docs/results/transfer.md); the library's default,
-# shape_prior, was measured better on long runs but picked the un-adapted start in this short 0% cell (90.30 vs 92.27);
-# SELECTION=shape_prior to use it.
+# Selection: the library's default rule unless SELECTION is set; SELECTION=label_free reproduces the first documented
+# CPU sweep (runs/cpu_sweep_full_128 in docs/results/transfer.md), made before shape_prior / shape_cycle existed.
+# TRANSFER_KWARGS (JSON) passes TransferConfig overrides to the transfer cells.
 set -euo pipefail
 DATA="${CXR_DATA:-$(cd "$(dirname "$0")/.." && pwd)/../shared/data}"
 OUT="${1:-runs/cpu_sweep}"
@@ -18,5 +18,5 @@ cxr-transfer experiment sweep --source "$DATA/jsrt" --target "$DATA/montgomery" 
   --iterations "${ITERATIONS:-150}" --warmup "${WARMUP:-100}" --steps-per-epoch 50 --batch-size 8 \
   --source-iterations "${SOURCE_ITERATIONS:-400}" --finetune-iterations "${FINETUNE_ITERATIONS:-150}" \
   --methods transfer,finetune,scratch,source_only,histmatch --fractions "$FRACTIONS" --seeds 0 --device cpu \
-  --selection "${SELECTION:-label_free}"
+  ${SELECTION:+--selection "$SELECTION"} --transfer-kwargs "${TRANSFER_KWARGS:-{\}}"
 echo "wall time: $(( $(date +%s) - start )) s"

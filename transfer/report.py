@@ -5,6 +5,8 @@
 * ``table.md`` / ``table.csv``: mean +- std Jaccard (and Dice), in %, per label fraction (rows) and method (columns);
   per-image values are pooled over seeds; ``source_only`` and ``histmatch`` use no target label and are repeated
   on every row;
+* ``table.md`` also shows, when the transfer cells recorded them, their Jaccard under other prediction views (the
+  paper's M_A(G_BA(b)), the adapted M_A(b) alone, with its flip) beside the default view average.
 * ``wilcoxon.csv``: two-sided Wilcoxon signed-rank tests of ``transfer`` against every other method per fraction,
   paired by (seed, image);
 * ``jaccard_vs_fraction.png``: Jaccard against label fraction with 95% confidence intervals per method;
@@ -195,6 +197,7 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None) 
              f"{t['p_value']:.3g} | {int(t['n'])} |" for t in tests]
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "wilcoxon": out / "wilcoxon.csv",
              "plot": out / "jaccard_vs_fraction.png"}
+    text += view_table(rows)
     overlays = sorted((runs / "cells").glob("*/*/*/overlays.png"))
     for path in overlays:  # qualitative PNGs of classes the target has no ground truth for (heart, clavicles...)
         method, fraction, seed = path.parts[-4:-1]
@@ -210,6 +213,26 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None) 
     atomic_write_text(paths["wilcoxon"], _csv(tests))
     plot_fractions(summary, paths["plot"])
     return paths
+
+
+def view_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Markdown lines: the transfer cells' mean test Jaccard under other prediction views (the ``views`` of each
+    cell's result, written by the sweep), mean over seeds per fraction; empty when no cell has them."""
+    cells = [r for r in rows if r.get("method") == "transfer" and isinstance(r.get("views"), Mapping)]
+    if not cells:
+        return []
+    names = list(dict.fromkeys(k for r in cells for k in r["views"]))
+    lines = ["", "## Transfer by prediction view (Jaccard %, mean over images and seeds; nothing selected by it)", "",
+             "| labels | default views | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for fraction in sorted({float(r["fraction"]) for r in cells}):
+        group = [r for r in cells if float(r["fraction"]) == fraction]
+
+        def mean(values: list[float]) -> str:
+            return f"{100 * sum(values) / len(values):.2f}" if values else "-"
+
+        lines.append(f"| {100 * fraction:g}% | {mean([float(r['jaccard']) for r in group])} | " + " | ".join(
+            mean([float(r["views"][n]) for r in group if n in r["views"]]) for n in names) + " |")
+    return lines
 
 
 COLOURS = ((0.2, 0.6, 1.0), (1.0, 0.3, 0.2), (0.2, 0.9, 0.3), (1.0, 0.85, 0.1), (0.8, 0.3, 1.0))

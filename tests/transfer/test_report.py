@@ -58,6 +58,20 @@ def test_write_report_files(tmp_path):
     assert paths["csv"].read_text().splitlines()[0].startswith("method,fraction,n_seeds")
 
 
+def test_view_table_means_over_seeds():
+    from transfer.report import view_table
+
+    rows = _rows() + [_row("transfer", 0.05, 1, [0.7] * 6)]
+    rows[1]["views"] = {"paper": 0.6, "direct": 0.9}
+    rows[2]["views"] = {"paper": 0.7, "direct": 0.8}
+    rows[4]["views"] = {"paper": 0.5, "direct": 1.0}
+    lines = view_table(rows)
+    assert lines[3] == "| labels | default views | paper | direct |"
+    assert lines[5] == "| 0% | 85.00 | 60.00 | 90.00 |"
+    assert lines[6] == "| 5% | 80.00 | 60.00 | 90.00 |"
+    assert view_table(_rows()) == []  # cells without view scores: no section
+
+
 def test_write_report_without_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `cxr-transfer experiment sweep"):
         write_report(tmp_path)

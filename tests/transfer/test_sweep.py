@@ -130,6 +130,16 @@ def test_source_with_more_classes_scores_target_classes_and_draws_overlays(tmp_p
     paths = write_report(base.out)
     assert paths["overlays/transfer_f0.0000_s0"].is_file()
     assert "overlays/transfer_f0.0000_s0.png" in paths["markdown"].read_text()
+    # transfer cells also score other prediction views (reported, never selected by); with the paper's single view
+    # as the cell's prediction, its "paper" view score is the cell's own Jaccard
+    for r in rows:
+        if r["method"] == "transfer":
+            assert set(r["views"]) == {"paper", "direct", "direct_flip"}
+            assert all(0 <= v <= 1 for v in r["views"].values())
+    assert "## Transfer by prediction view" in paths["markdown"].read_text()
+    paper = base.replace(out=str(tmp_path / "paper"), transfer=base.transfer.replace(predict_views=("translated",)))
+    (row,) = run_sweep(paper, ("transfer",), (0.0,), (0,), log=lambda m: None)
+    assert row["views"]["paper"] == pytest.approx(row["jaccard"])
 
 
 def test_finetune_initialised_transfer_starts_from_the_fine_tuned_model(tmp_path, monkeypatch):
