@@ -80,7 +80,10 @@ class TransferConfig:
             augments the source pairs (a, y_a) and the labelled target pairs (b, y_b) before they are translated
             and segmented; ``"all"`` also the self-training images with their pseudo-labels and weights (the same
             warp for all three; pseudo-labels are made on the un-augmented image, so the student learns them under
-            a perturbation); ``"none"`` (the paper) trains on the images as they are.
+            a perturbation); ``"none"`` (the paper) trains on the images as they are. The default ``"all"`` was
+            measured at 0% labels: on phantoms (10 seeds, 240 iterations) it stopped the drift of the loop (the
+            default selection picks 0.757 mean Jaccard against 0.705 without it; source-only 0.709), on JSRT ->
+            Montgomery 92.38 against 92.27 (docs/results/transfer.md).
         select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
             that selection can keep it when adaptation only makes things worse.
     """
@@ -120,7 +123,7 @@ class TransferConfig:
     pseudo_filter: str = "none"
     generator_supervision: bool = True
     segmenter_init: str = "source"
-    augment: str = "none"
+    augment: str = "all"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):

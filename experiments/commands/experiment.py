@@ -88,6 +88,9 @@ def shared_options(func: Callable) -> Callable:
                      show_default=True, help="EMA of generator and segmenter weights (0 disables it)."),
         click.option("--pseudo-weight", type=click.FloatRange(0), default=TransferConfig.weight_pseudo,
                      show_default=True, help="self-training on confident target pseudo-labels (0 disables it)."),
+        click.option("--augment", type=click.Choice(["none", "labelled", "all"]), default=TransferConfig.augment,
+                     show_default=True, help="augmentation in the supervised step: labelled pairs, or also the "
+                                             "self-training images with their pseudo-labels ('none': the paper)."),
         click.option("--transfer-kwargs", default="{}", callback=_json_dict,
                      help="JSON of further TransferConfig fields, e.g. '{\"predict_views\": [\"translated\", "
                           "\"direct\"], \"weight_pseudo\": 0}' (overrides the options above)."),
@@ -111,7 +114,8 @@ def build_config(method: str, fraction: float, seed: int, opts: dict[str, Any]) 
         transfer = TransferConfig(iterations=opts["iterations"], warmup_iterations=opts["warmup"],
                                   steps_per_epoch=opts["steps_per_epoch"], batch_size=opts["batch_size"],
                                   selection=opts["selection"], ema_decay=opts["ema_decay"],
-                                  weight_pseudo=opts["pseudo_weight"], seed=seed)
+                                  weight_pseudo=opts["pseudo_weight"], augment=opts.get("augment", TransferConfig.augment),
+                                  seed=seed)
         extra = dict(opts.get("transfer_kwargs") or {})
         unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(TransferConfig)})
         if unknown:
