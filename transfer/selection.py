@@ -26,7 +26,9 @@ is better:
   cycle criteria with equal weight. A collapse (many implausible shapes) outweighs any cycle gain, while one image
   more or less is outweighed by a clear cycle gain. Chosen by replaying the recorded criteria of every study run
   above (docs/results/transfer.md, "A stopping rule for short and long runs"): it keeps shape_prior's picks on long
-  runs and fixes its false alarm on the CPU sweep's short 0% cell.
+  runs and fixes its false alarm on the CPU sweep's short 0% cell. Its limit, measured on held-out phantom seeds:
+  when the loop drifts while growing more self-consistent (without augmentation), every criterion here rises with
+  the drift and none can stop it; no label-free rule replaces a check on labelled target images.
 * ``kid``: minus the KID between G_BA(b) and source images (``translation.metrics.kid``): distribution match only.
 * ``labelled``: mean Dice of M_A(G_BA(b)) on the labelled target subset (f > 0 only; those are training images,
   the only target labels a fraction grants).
