@@ -71,7 +71,7 @@ def main() -> None:
     src_train, src_val = source.subset(src_splits["train"]), source.subset(src_splits["val"])
     train, val, test = (target.subset(splits[k]) for k in ("train", "val", "test"))
     norm = _norm(exp)
-    selector = Selector("label_free", norm, source_val=(src_val.images, src_val.masks),
+    selector = Selector(transfer.selection, norm, source_val=(src_val.images, src_val.masks),
                         target_images=torch.cat([train.images, val.images]), source_masks=src_train.masks,
                         views=transfer.predict_views)
 
@@ -93,7 +93,6 @@ def main() -> None:
         out["oracle_worst"] = float(min(scores))
         out["oracle_paper"] = oracle(predict_views(translator, segmenter, test.images, norm, ("translated",)))
         out["oracle_direct"] = oracle(predict_views(translator, segmenter, test.images, norm, ("direct",)))
-        out["score"] = 0.0
         print(f"  eval: {out['oracle_views']:.2f} / paper {out['oracle_paper']:.2f} / direct {out['oracle_direct']:.2f}"
               f" / failures {int(out['oracle_failures'])} worst {out['oracle_worst']:.1f} | " + " ".join(
             f"{k}={v:.3f}" for k, v in out.items() if not k.startswith(("oracle", "score"))), flush=True)

@@ -90,7 +90,8 @@ def run_seed(seed: int, iterations: int, warmup: int, eval_every: int, overrides
         rows = evaluate_masks(probabilities_to_masks(probs, config), b_test.masks > 0.5, ("lungs",))
         return float(np.mean([r["jaccard/lungs"] for r in rows]))
 
-    selector = Selector("label_free", norm, source_val=(a_val.images, a_val.masks), target_images=b_train.images,
+    rule = overrides.get("selection", TransferConfig.selection)  # scores the run as the product would
+    selector = Selector(rule, norm, source_val=(a_val.images, a_val.masks), target_images=b_train.images,
                         source_masks=a.masks)
     views = ("translated", "direct", "translated_flip", "direct_flip")
 
@@ -98,7 +99,8 @@ def run_seed(seed: int, iterations: int, warmup: int, eval_every: int, overrides
         out = dict(selector(translator, segmenter))
         out["oracle_views"] = oracle(predict_views(translator, segmenter, b_test.images, norm, views))
         out["oracle_paper"] = oracle(predict_views(translator, segmenter, b_test.images, norm, ("translated",)))
-        out["score"] = 0.0  # ties: the last evaluation is kept; nothing here selects
+        # the rule's score (the run's selected weights, which a "selected" pseudo_teacher follows); the summary
+        # below replays every criterion on the recorded evaluations whatever was selected
         return out
 
     d = "direct"

@@ -84,6 +84,10 @@ class TransferConfig:
             measured at 0% labels: on phantoms (10 seeds, 240 iterations) it stopped the drift of the loop (the
             default selection picks 0.757 mean Jaccard against 0.705 without it; source-only 0.709), on JSRT ->
             Montgomery 92.38 against 92.27 (docs/results/transfer.md).
+        pseudo_teacher: the models that make the self-training pseudo-labels: ``"ema"`` the EMA models (they follow
+            the student within a few dozen iterations), ``"selected"`` the best-scoring EMA weights so far (by
+            ``selection``; the starting point when nothing scored better), so the labels only change when the
+            label-free score improves and a student that starts to fail cannot teach itself its failures.
         select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
             that selection can keep it when adaptation only makes things worse.
     """
@@ -124,6 +128,7 @@ class TransferConfig:
     generator_supervision: bool = True
     segmenter_init: str = "source"
     augment: str = "all"
+    pseudo_teacher: str = "ema"
 
     def __post_init__(self) -> None:
         for name in ("iterations", "warmup_iterations"):
@@ -154,6 +159,8 @@ class TransferConfig:
                f"expected segmenter_init 'source' or 'finetune', got {self.segmenter_init!r}")
         _check(self.augment in ("none", "labelled", "all"),
                f"expected augment 'none', 'labelled' or 'all', got {self.augment!r}")
+        _check(self.pseudo_teacher in ("ema", "selected"),
+               f"expected pseudo_teacher 'ema' or 'selected', got {self.pseudo_teacher!r}")
         _check(self.snapshots >= 1, f"expected snapshots >= 1, got {self.snapshots}")
         _check(len(self.betas) == 2, f"expected two Adam betas, got {self.betas}")
 

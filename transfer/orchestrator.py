@@ -201,6 +201,8 @@ class TransferOrchestrator:
         self.snapshots: list[dict[str, Any]] = []
         self.shape_prior = None  # fitted on the source masks by fit() when config.pseudo_filter == "shape"
         self.augmenter: nn.Module | None = None  # built on the device by _augment when config.augment != "none"
+        self._teacher_models: tuple[nn.Module, nn.Module] | None = None  # pseudo_teacher "selected"
+        self._teacher_iteration: int | None = None  # the best evaluation the teacher holds
 
     @property
     def device(self) -> torch.device:
@@ -274,11 +276,11 @@ class TransferOrchestrator:
                 batch.b_labelled, batch.y_b = self._augment(batch.b_labelled, batch.y_b)
         if c.weight_pseudo > 0 and self.iteration_count >= c.pseudo_start * c.iterations:
             (b,) = next(self.target)
+            teacher_t, teacher_s = self._teacher()
             if tuple(c.pseudo_views) == ("translated",):
-                probs = torch.sigmoid(self._predict_logits(b, ema=True))
-            else:  # pseudo-labels from a view average of the EMA models
-                probs = predict_views(self.ema_translator.module, self.ema_segmenter.module, b, self.normalize,
-                                      c.pseudo_views)
+                probs = torch.sigmoid(predict_target(teacher_t, teacher_s, b, self.normalize))
+            else:  # pseudo-labels from a view average of the teacher models
+                probs = predict_views(teacher_t, teacher_s, b, self.normalize, c.pseudo_views)
             batch.b_unlabelled = b
             batch.pseudo = (probs > 0.5).float()
             batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()
@@ -290,6 +292,19 @@ class TransferOrchestrator:
                 batch.b_unlabelled, warped = self._augment(b, torch.cat([batch.pseudo, batch.pseudo_weight], 1))
                 batch.pseudo, batch.pseudo_weight = warped[:, :k], warped[:, k:]
         return batch
+
+    def _teacher(self) -> tuple[nn.Module, nn.Module]:
+        """(translator, segmenter) that make the pseudo-labels (``config.pseudo_teacher``)."""
+        if self.config.pseudo_teacher == "ema" or self.best["state"] is None:
+            return self.ema_translator.module, self.ema_segmenter.module
+        if self._teacher_models is None:
+            self._teacher_models = (copy.deepcopy(self.ema_translator.module).eval(),
+                                    copy.deepcopy(self.ema_segmenter.module).eval())
+        if self._teacher_iteration != self.best["iteration"]:  # the selected weights changed: the teacher follows
+            self._teacher_models[0].load_state_dict(self.best["state"]["translator"])
+            self._teacher_models[1].load_state_dict(self.best["state"]["segmenter"])
+            self._teacher_iteration = self.best["iteration"]
+        return self._teacher_models
 
     def warm_up(self, source_images: Tensor, target_images: Tensor, cache: str | os.PathLike | None = None,
                 key: str = "") -> dict[str, Any]:
@@ -511,6 +526,7 @@ class TransferOrchestrator:
             self._augmenter(self.device).generator.set_state(state["augmenter"])
         self.history = list(state["history"])
         self.best = state["best"]
+        self._teacher_iteration = None  # a "selected" teacher reloads the restored best weights
         self.snapshots = list(state.get("snapshots", []))
         set_rng_state(state["rng"])
 

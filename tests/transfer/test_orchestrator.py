@@ -25,7 +25,8 @@ def _orch(toys, config, run_dir=None):
 
 
 CONFIG = TransferConfig(iterations=6, warmup_iterations=2, steps_per_epoch=3, batch_size=2, ema_decay=0.5,
-                        weight_pseudo=0.5, pseudo_start=0.3, log_every=1)
+                        weight_pseudo=0.5, pseudo_start=0.3, log_every=1, augment="none")  # tests that follow
+# batches exactly use un-augmented ones; the augmentation (the default) has its own tests
 
 
 def _weights(orch):
@@ -242,6 +243,31 @@ def test_augmentation_warps_each_pair_together(toys, augment):
     assert torch.equal(batch.pseudo_weight, weight.flip(-1) if flip else weight)
     with pytest.raises(ValueError, match="expected augment"):
         TransferConfig(augment="strong")
+
+
+@pytest.mark.parametrize("teacher", ["ema", "selected"])
+def test_pseudo_labels_come_from_the_chosen_teacher(toys, teacher):
+    # "selected": the best-scoring EMA weights (here the starting point) make the pseudo-labels, not the current EMA
+    a, ya, b, _ = _data()
+    scores = iter([0.9, 0.5, 0.1])
+    orch = _orch(toys, CONFIG.replace(pseudo_teacher=teacher, pseudo_threshold=0.6))
+    orch.fit(a, ya, b, None, selector=lambda t, s: {"score": next(scores)})
+    assert orch.best["iteration"] == 0
+    with torch.no_grad():  # move the EMA models away from the selected weights (fit() ends holding the selected ones)
+        for p in list(orch.ema_segmenter.module.parameters()) + list(orch.ema_translator.module.parameters()):
+            p.add_(0.5)
+    selected = (copy.deepcopy(orch.ema_translator.module), copy.deepcopy(orch.ema_segmenter.module))
+    selected[0].load_state_dict(orch.best["state"]["translator"])
+    selected[1].load_state_dict(orch.best["state"]["segmenter"])
+    batch = orch._supervised_batch()
+    expected = selected if teacher == "selected" else (orch.ema_translator.module, orch.ema_segmenter.module)
+    probs = predict_views(*expected, batch.b_unlabelled, orch.normalize, orch.config.pseudo_views)
+    assert torch.equal(batch.pseudo, (probs > 0.5).float())
+    assert torch.equal(batch.pseudo_weight, ((probs > 0.6) | (probs < 0.4)).float())
+    other = selected if teacher == "ema" else (orch.ema_translator.module, orch.ema_segmenter.module)
+    assert not torch.equal(predict_views(*other, batch.b_unlabelled, orch.normalize, orch.config.pseudo_views), probs)
+    with pytest.raises(ValueError, match="expected pseudo_teacher"):
+        TransferConfig(pseudo_teacher="student")
 
 
 def _lungs(data):
