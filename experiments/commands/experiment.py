@@ -114,8 +114,8 @@ def build_config(method: str, fraction: float, seed: int, opts: dict[str, Any]) 
         transfer = TransferConfig(iterations=opts["iterations"], warmup_iterations=opts["warmup"],
                                   steps_per_epoch=opts["steps_per_epoch"], batch_size=opts["batch_size"],
                                   selection=opts["selection"], ema_decay=opts["ema_decay"],
-                                  weight_pseudo=opts["pseudo_weight"], augment=opts.get("augment", TransferConfig.augment),
-                                  seed=seed)
+                                  weight_pseudo=opts["pseudo_weight"],
+                                  augment=opts.get("augment", TransferConfig.augment), seed=seed)
         extra = dict(opts.get("transfer_kwargs") or {})
         unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(TransferConfig)})
         if unknown:
