@@ -323,9 +323,10 @@ def test_transfer_at_zero_labels_beats_fine_tuning_on_phantoms():
     # +0.071, +0.007, +0.218, -0.005; on seeds 5-9, measured after the defaults were set, +0.044, -0.010, -0.025,
     # -0.014, -0.049: it wins big where M_A fails on B (source-only < 0.7, as on seed 0) and can lose a few points
     # where M_A already works, so this checks the case the method is for (those gains were measured with the EMA
-    # pseudo-label teacher; with the default "selected" teacher seed 0 gives 0.710 vs 0.534, sd 0.082 vs 0.252). Bars: a mean gain of at least 5 points (the "clear margin"; the paper's
-    # single-view prediction measured 0.434 on this seed in an earlier setting and would fail it) and the spread
-    # below 0.8x source-only's (the observation that translation removes failed images).
+    # pseudo-label teacher; with the default "selected" teacher seed 0 gives 0.710 vs 0.534, sd 0.082 vs 0.252).
+    # Bars: a mean gain of at least 5 points (the "clear margin"; the paper's single-view prediction measured 0.434
+    # on this seed in an earlier setting and would fail it) and the spread below 0.8x source-only's (the issue's
+    # observation that translation removes failed images).
     source_only, transfer = phantom_transfer(seed=0)
     so, tr = torch.tensor(source_only), torch.tensor(transfer)
     assert tr.mean() > so.mean() + 0.05, f"transfer mean Jaccard {tr.mean():.3f} vs source-only {so.mean():.3f}"
