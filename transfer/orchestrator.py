@@ -261,8 +261,7 @@ class TransferOrchestrator:
 
     def _augment(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         """The same random warp for images and masks, random intensity for images (``config.augment``)."""
-        out, out_masks = self._augmenter(images.device)(images, masks)
-        return out, out_masks
+        return self._augmenter(images.device)(images, masks)
 
     def _supervised_batch(self) -> SupervisedBatch:
         c = self.config

@@ -157,16 +157,15 @@ class Selector:
     def _score(self, c: dict[str, float]) -> float:
         rule = self.rule
         if rule == "label_free":
-            return 0.5 * (c["source_cycle"] + c["cycle_agreement"])
+            return _label_free(c)
         if rule == "source_cycle":
             return c["source_cycle"]
         if rule == "cycle_agreement":
             return c["cycle_agreement"]
         if rule == "shape_prior":  # share of plausible shapes is coarse: label_free (when known) breaks its ties
-            tie_break = 0.5 * (c["source_cycle"] + c["cycle_agreement"]) if "source_cycle" in c else 0.0
-            return c["shape_prior"] + 1e-3 * tie_break
+            return c["shape_prior"] + 1e-3 * (_label_free(c) if "source_cycle" in c else 0.0)
         if rule == "shape_cycle":
-            return 0.5 * (c["shape_prior"] + 0.5 * (c["source_cycle"] + c["cycle_agreement"]))
+            return 0.5 * (c["shape_prior"] + _label_free(c))
         if rule in ("view_agreement", "consensus", "confidence"):
             return c[rule]
         if rule == "kid":
@@ -276,6 +275,11 @@ class ShapePrior:
     def score(self, masks: Tensor) -> float:
         """Share of plausible (image, class) predictions."""
         return float(self.plausible(masks).mean())
+
+
+def _label_free(c: dict[str, float]) -> float:
+    """The ``label_free`` criterion: mean of source cycle Dice and target cycle agreement."""
+    return 0.5 * (c["source_cycle"] + c["cycle_agreement"])
 
 
 def _components(mask: np.ndarray, min_pixels: float) -> int:

@@ -263,9 +263,7 @@ def _run_transfer(exp, source, target, splits, view, test, m_a, model_config, se
                    warmup_key=key, resume=True)
     save_adapted(run, orch, exp, model_config)
     probs = torch.sigmoid(orch.predict(test.images)[:, index])
-    masks = probabilities_to_masks(probs, seg_config)
-    rows = [{"id": i, **r} for i, r in zip(test.ids, evaluate_masks(masks.cpu(), test.masks.cpu() > 0.5,
-                                                                     test.classes, spacing_mm=test.spacing_mm))]
+    rows = _score_masks(probabilities_to_masks(probs, seg_config), test)
     extra = {"best_iteration": fit.best_iteration, "best_score": fit.best_score, "selection": config.selection,
              "history": fit.history, "train_seconds": fit.seconds, "_orchestrator": orch,
              "views": _view_scores(orch, test, index, seg_config)}
@@ -286,11 +284,20 @@ def _view_scores(orch: TransferOrchestrator, test: CXRData, index: list[int], se
     out = {}
     for name, views in VIEW_SCORES.items():
         probs = torch.sigmoid(orch.predict(test.images, views=views)[:, index])
-        scores = evaluate_masks(probabilities_to_masks(probs, seg_config).cpu(), test.masks.cpu() > 0.5,
-                                test.classes, spacing_mm=test.spacing_mm)
-        out[name] = float(sum(sum(float(r[f"jaccard/{c}"]) for c in test.classes) / len(test.classes)
-                              for r in scores) / max(1, len(scores)))
+        values = _class_means(_score_masks(probabilities_to_masks(probs, seg_config), test), test.classes, "jaccard")
+        out[name] = sum(values) / max(1, len(values))
     return out
+
+
+def _score_masks(masks: torch.Tensor, test: CXRData) -> list[dict[str, Any]]:
+    """Per-image metric rows (with ``id``) of predicted masks against the test masks."""
+    return [{"id": i, **r} for i, r in zip(test.ids, evaluate_masks(masks.cpu(), test.masks.cpu() > 0.5,
+                                                                     test.classes, spacing_mm=test.spacing_mm))]
+
+
+def _class_means(rows: list[dict[str, Any]], classes: Sequence[str], metric: str) -> list[float]:
+    """Per image, the mean of ``metric`` over ``classes``."""
+    return [sum(float(r[f"{metric}/{c}"]) for c in classes) / len(classes) for r in rows]
 
 
 OVERLAYS = "overlays.png"
@@ -334,7 +341,7 @@ def _summarize(exp: ExperimentConfig, rows: list[dict[str, Any]], n_labelled: in
     result: dict[str, Any] = {"key": exp.key, "method": exp.method, "fraction": exp.fraction, "seed": exp.seed,
                               "n_labelled": n_labelled, "n_test": len(rows)}
     for metric in ("jaccard", "dice"):
-        values = [sum(float(r[f"{metric}/{c}"]) for c in classes) / len(classes) for r in rows]
+        values = _class_means(rows, classes, metric)
         per_image[metric] = values
         t = torch.tensor(values, dtype=torch.float64)
         result[metric] = float(t.mean()) if len(values) else float("nan")

@@ -160,14 +160,18 @@ def test_target_term_uses_only_the_target_channels(toys):
         supervised_step(t, m, batch, loss, norm, (), weights=weights)
 
 
-def test_translated_source_term_reaches_only_g_ab(toys):
+@pytest.mark.parametrize("term, reached", [("translated", ("g_ab",)), ("target_direct", ())])
+def test_extra_terms_reach_only_their_generators(toys, term, reached):
+    # translated: M_A(G_AB(a)) with y_a reaches G_AB only; target_direct: M_A(b) with y_b reaches no generator
     Translator, Segmenter, loss, norm = toys
     t, m = Translator(), Segmenter()
-    weights = SupervisedWeights(source=0, cycle=0, target=0, pseudo=0, translated=1)
+    weights = SupervisedWeights(source=0, cycle=0, target=0, pseudo=0, **{term: 1})
     losses = supervised_step(t, m, _batch(), loss, norm, (), weights=weights)
-    assert set(losses) == {"translated", "loss"}
-    assert all(_has_grad(t.g_ab.parameters())) and all(_has_grad(m.parameters()))
-    assert not any(_has_grad(t.g_ba.parameters()))
+    assert set(losses) == {term, "loss"}
+    assert all(_has_grad(m.parameters()))
+    for name in ("g_ab", "g_ba"):
+        grads = _has_grad(getattr(t, name).parameters())
+        assert all(grads) if name in reached else not any(grads), name
     assert not any(_has_grad(t.discriminator_parameters()))
 
 
@@ -184,13 +188,3 @@ def test_generator_supervision_off_leaves_generators_untouched(toys):
     assert all(torch.equal(x, y) for x, y in zip(before_g, t.generator_parameters()))
     assert not all(torch.equal(x, y) for x, y in zip(before_m, m.parameters()))
     assert all(p.requires_grad for p in t.parameters()), "frozen flags must be restored"
-
-
-def test_direct_target_term_reaches_no_generator(toys):
-    Translator, Segmenter, loss, norm = toys
-    t, m = Translator(), Segmenter()
-    weights = SupervisedWeights(source=0, cycle=0, target=0, pseudo=0, target_direct=1)
-    losses = supervised_step(t, m, _batch(), loss, norm, (), weights=weights)
-    assert set(losses) == {"target_direct", "loss"}
-    assert all(_has_grad(m.parameters()))
-    assert not any(_has_grad(t.generator_parameters())) and not any(_has_grad(t.discriminator_parameters()))
