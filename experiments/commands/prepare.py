@@ -165,24 +165,34 @@ def shenzhen(images: Path, masks: Path, classes: str, out: Path, **options) -> N
 @prepare.command(name="folder")
 @click.option("--images", type=_DIR, required=True, help="Folder of images (PNG/GIF/JPEG/TIFF/BMP or DICOM .dcm).")
 @click.option("--masks", type=_DIR, default=None,
-              help="Folder of class folders (left_lung, right_lung, heart, left_clavicle, right_clavicle, lungs) "
-                   "holding masks named like their images. Omit for images only.")
-@click.option("--classes", default=None, help="Comma-separated classes to take (default: every class folder).")
+              help="Mask folder: one folder per class (masks/<class>/<id>.png, any class name; organ names such as "
+                   "'left lung' become left_lung), or for one class the mask files themselves (masks/<id>.png). "
+                   "Omit for images only.")
+@click.option("--classes", default=None,
+              help="Comma-separated class folders to take (default: every one); folder=class renames, e.g. "
+                   "lung=lungs takes masks/lung/ as class lungs (both lungs in one mask).")
+@click.option("--class-name", default=None,
+              help="Class of a flat mask folder (the mask files directly in --masks); mask when not given.")
+@click.option("--mask-suffix", default=None,
+              help="End of the mask file stems to drop to match their images, e.g. _mask for <id>_mask.png.")
 @click.option("--spacing-mm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Pixel spacing of the source images in mm, when the files do not record it (DICOM does).")
 @_common
-def folder(images: Path, masks: Path | None, classes: str | None, spacing_mm: float | None, out: Path,
-           **options) -> None:
-    """Any dataset: a folder of images plus per-class mask folders matched by file stem.
+def folder(images: Path, masks: Path | None, classes: str | None, class_name: str | None, mask_suffix: str | None,
+           spacing_mm: float | None, out: Path, **options) -> None:
+    """Any dataset: a folder of images plus masks matched by file stem, per-class folders or one flat folder.
 
     \b
     Examples:
       cxr-transfer prepare folder --images ../shared/data/jsrt/images --masks ../shared/data/jsrt/masks \\
           --out data/jsrt256 --size 256
       cxr-transfer prepare folder --images hospital/dicom --out data/hospital     # unlabelled DICOM images
-      cxr-transfer prepare folder --images new/images --masks new/masks --classes left_lung,right_lung \\
-          --spacing-mm 0.14 --out data/new
+      cxr-transfer prepare folder --images new/images --masks new/masks --classes lung=lungs \\
+          --spacing-mm 0.14 --out data/new                                         # masks/lung/ -> class lungs
+      cxr-transfer prepare folder --images kaggle/CXR_png --masks kaggle/masks --class-name lungs \\
+          --mask-suffix _mask --out data/kaggle                                    # masks/<id>_mask.png
     """
     from segmentation.data.prepare import prepare_folder
 
-    _run(prepare_folder, images, masks, out, classes=_classes(classes), spacing_mm=spacing_mm, **options)
+    _run(prepare_folder, images, masks, out, classes=_classes(classes), class_name=class_name,
+         mask_suffix=mask_suffix, spacing_mm=spacing_mm, **options)

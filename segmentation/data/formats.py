@@ -79,6 +79,26 @@ def normalize_class_name(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", name.strip().lower())
 
 
+def clean_class_name(name: str) -> str:
+    """A class name as a prepared dataset stores it: known organ names normalised, any other name kept as given.
+
+    ``"Left Lung"`` -> ``"left_lung"``, ``"Lungs"`` -> ``"lungs"``, ``"lung"`` -> ``"lung"``, ``"Tumour"`` ->
+    ``"Tumour"`` (surrounding spaces are dropped).
+
+    Raises:
+        DataError: for a name that cannot be a mask folder or a ``--classes`` entry (empty, starting with
+            ``.``, or holding ``/``, ``\\``, ``,`` or ``=``).
+    """
+    stripped = name.strip()
+    norm = normalize_class_name(stripped)
+    if norm in KNOWN_CLASSES:
+        return norm
+    if not stripped or stripped.startswith(".") or any(c in stripped for c in "/\\,="):
+        raise DataError(f"expected a class name usable as a folder name (not empty, not starting with '.', without "
+                        f"/ \\ , =), got {name!r}; rename the mask folder or choose another name")
+    return stripped
+
+
 def check_classes(classes: list[str] | tuple[str, ...], allowed: tuple[str, ...] = KNOWN_CLASSES,
                   what: str = "class") -> tuple[str, ...]:
     """Normalise class names and reject unknown ones.
@@ -182,7 +202,7 @@ def read_jsrt_img(path: str | os.PathLike, shape: tuple[int, int] = JSRT_SHAPE) 
     size = path.stat().st_size
     if size != expected:
         raise DataError(
-            f"{path}: expected {expected} bytes (headerless {shape[0]}x{shape[1]} 16-bit JSRT .IMG), got {size}; "
+            f"{path}: expected {expected} bytes (headerless {shape[1]}x{shape[0]} 16-bit JSRT .IMG), got {size}; "
             "the file is truncated or not a JSRT .IMG: re-download it"
         )
     raw = np.fromfile(path, dtype=">u2").reshape(shape)

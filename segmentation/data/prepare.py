@@ -8,7 +8,7 @@ A prepared folder (read by :func:`segmentation.data.dataset.load_dataset`)::
         dataset.json               classes, source, sizes, pixel spacing, per-image metadata
 
 Output size (``size``, default 512): with ``resize="longest"`` the longer side becomes ``size`` and
-the aspect ratio is kept (a 4892x4020 Montgomery image becomes 512x421); with ``resize="square"``
+the aspect ratio is kept (a 4020x4892 Montgomery image, width x height, becomes 421x512); with ``resize="square"``
 every image becomes ``size`` x ``size`` (aspect not kept); ``size=None`` keeps the source size.
 Images are resized with an anti-aliased bilinear filter (``skimage.transform.resize(order=1,
 anti_aliasing=True)``), masks label-safe (the same filter on 0/1 values, thresholded at 0.5, so the
@@ -30,12 +30,14 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
+import shlex
 import shutil
 import tempfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from skimage.transform import resize as _sk_resize
@@ -50,6 +52,8 @@ RESIZE_MODES = ("longest", "square")
 LUNG_SIDES = ("left_lung", "right_lung")
 FORMAT_NAME = "cxr-transfer prepared dataset"
 FORMAT_VERSION = 1
+DEFAULT_CLASS_NAME = "mask"
+"""Class of a flat mask folder (``masks/<id>.png``, one class) when ``prepare_folder`` is given no ``class_name``."""
 
 
 @dataclass
@@ -123,7 +127,8 @@ def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def match_items(images: Mapping[str, Path], masks: Mapping[str, Mapping[str, Path]], *, merged: Mapping[str, Path]
-                | None = None, skip_unmatched: bool = False) -> tuple[list[SourceItem], list[dict[str, str]]]:
+                | None = None, skip_unmatched: bool = False,
+                hint: str | None = None) -> tuple[list[SourceItem], list[dict[str, str]]]:
     """Pair images with their masks by id.
 
     Args:
@@ -132,6 +137,7 @@ def match_items(images: Mapping[str, Path], masks: Mapping[str, Mapping[str, Pat
         merged: ``{id: merged lung mask file}`` for compilation layouts.
         skip_unmatched: leave out images without a mask and masks without an image (recorded in the
             returned list) instead of failing.
+        hint: the likely fix of a mismatch (such as :func:`suffix_hint`'s), put first in the errors for unmatched files.
 
     Returns:
         ``(items, skipped)``; ``skipped`` holds ``{"file", "reason"}`` records.
@@ -146,21 +152,23 @@ def match_items(images: Mapping[str, Path], masks: Mapping[str, Mapping[str, Pat
         tables = {**tables, "merged lung": merged}
     skipped: list[dict[str, str]] = []
     keep = set(images)
+    fix = f"{hint}; else " if hint else ""
     for name, table in tables.items():
+        what = name if name.lower().endswith("mask") else f"{name} mask"  # "a mask", not "a mask mask"
         for ident in sorted(set(images) - set(table)):
             if not skip_unmatched:
-                raise DataError(f"{images[ident]}: image without a {name} mask; add the mask, remove the image, "
+                raise DataError(f"{images[ident]}: image without a {what}; {fix}add the mask, remove the image, "
                                 "or pass --skip-unmatched to leave such images out")
             if ident in keep:
-                skipped.append({"file": str(images[ident]), "reason": f"no {name} mask"})
+                skipped.append({"file": str(images[ident]), "reason": f"no {what}"})
             keep.discard(ident)
         for ident in sorted(set(table) - set(images)):
             if not skip_unmatched:
-                raise DataError(f"{table[ident]}: {name} mask without an image; add the image, remove the mask, "
+                raise DataError(f"{table[ident]}: {what} without an image; {fix}add the image, remove the mask, "
                                 "or pass --skip-unmatched to leave it out")
             skipped.append({"file": str(table[ident]), "reason": "mask without an image"})
     if not keep:
-        raise DataError("expected at least one image with all its masks, got none; check that image and mask "
+        raise DataError(f"expected at least one image with all its masks, got none; {fix}check that image and mask "
                         "file names match (ids are the file names without suffixes)")
     items = [
         SourceItem(ident, images[ident], {cls: table[ident] for cls, table in masks.items()},
@@ -168,6 +176,34 @@ def match_items(images: Mapping[str, Path], masks: Mapping[str, Mapping[str, Pat
         for ident in sorted(keep)
     ]
     return items, skipped
+
+
+def suffix_hint(images: Mapping[str, Path], masks: Mapping[str, Mapping[str, Path]]) -> str | None:
+    """Say which ``--mask-suffix`` would match masks named like their image plus a suffix (``<id>_mask.png``).
+
+    Args:
+        images: ``{id: image file}``.
+        masks: ``{class: {id: mask file}}``.
+
+    Returns:
+        the hint, or None when no suffix is shared by at least half of the masks without an image.
+    """
+    unmatched = [(ident, path) for table in masks.values() for ident, path in table.items() if ident not in images]
+    counts: Counter[str] = Counter()
+    examples: dict[str, Path] = {}
+    for ident, path in unmatched:
+        for cut in range(len(ident) - 1, 0, -1):  # the longest image id that begins the mask id
+            if ident[:cut] in images:
+                counts[ident[cut:]] += 1
+                examples.setdefault(ident[cut:], path)
+                break
+    if not counts:
+        return None
+    suffix, count = counts.most_common(1)[0]
+    if 2 * count < len(unmatched):
+        return None
+    return (f"{count} of {len(unmatched)} masks without an image are named like an image plus {suffix!r} (e.g. "
+            f"{examples[suffix].name}): pass --mask-suffix {shlex.quote(suffix)} to match them")
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -187,8 +223,8 @@ def _check_mask_shape(mask: np.ndarray, path: Path, image_shape: tuple[int, int]
             return
     extra = " or half of it (SCR)" if 2 in ratios else ""
     raise DataError(
-        f"{path}: mask of size {mask.shape[0]}x{mask.shape[1]} for image {image_path} of size "
-        f"{image_shape[0]}x{image_shape[1]}; expected the image's size{extra}: pair the mask with its own image "
+        f"{path}: mask of size {mask.shape[1]}x{mask.shape[0]} (width x height) for image {image_path} of size "
+        f"{image_shape[1]}x{image_shape[0]}; expected the image's size{extra}: pair the mask with its own image "
         "or re-export it at the image's size"
     )
 
@@ -385,6 +421,15 @@ def _merged_mask_id(path: Path) -> str:
     return formats.shenzhen_mask_id(path) or formats.image_id(path)
 
 
+def _mask_naming(paths: Iterable[Path], key: Callable[[Path], str | None] = _merged_mask_id) -> list[str]:
+    """The file name patterns of the masks read: ``["<id>.png"]``, ``["<id>_mask.png"]``, or both."""
+    names = set()
+    for path in paths:
+        ident = key(path)
+        names.add("<id>" + path.name[len(ident):] if ident and path.name.startswith(ident) else path.name)
+    return sorted(names)
+
+
 def _only_prefix(table: dict[str, Path], prefix: str) -> dict[str, Path]:
     """Keep the ids starting with ``prefix`` when some do: compilations mix Montgomery (MCUCXR_) and Shenzhen
     (CHNCXR_) files in one folder."""
@@ -562,7 +607,8 @@ def prepare_shenzhen(
     image_files = _only_prefix(_images_in(images, "Shenzhen images folder (--images)"), "CHNCXR_")
     merged = _only_prefix(_images_in(masks, "Shenzhen masks folder (--masks)", key=_merged_mask_id), "CHNCXR_")
     items, skipped = match_items(image_files, {}, merged=merged, skip_unmatched=skip_unmatched)
-    source = {"dataset": "shenzhen", "layout": "CHNCXR images + <id>_mask.png merged lung masks",
+    naming = " and ".join(_mask_naming(item.merged for item in items if item.merged is not None))
+    source = {"dataset": "shenzhen", "layout": f"CHNCXR images + {naming} merged lung masks",
               "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve())}
     return write_prepared(items, out, classes=classes, source=source, size=size, resize=resize,
                           threshold_masks=threshold_masks, skipped=skipped, overwrite=overwrite,
@@ -574,7 +620,9 @@ def prepare_folder(
     masks: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
-    classes: Sequence[str] | None = None,
+    classes: Sequence[str] | Mapping[str, str] | None = None,
+    class_name: str | None = None,
+    mask_suffix: str | None = None,
     spacing_mm: float | None = None,
     size: int | None = 512,
     resize: str = "longest",
@@ -584,52 +632,146 @@ def prepare_folder(
     show_progress: bool = True,
     workers: int = 4,
 ) -> Path:
-    """Prepare any folder of images with per-class mask folders matched by file stem.
+    """Prepare any folder of images with masks matched by file stem, one class per mask folder.
 
-    The layout of the shared data pack: ``images/<id>.<ext>`` and ``masks/<class>/<id>.<ext>``, with
-    class folders named after the organs (``left_lung`` or ``left lung``, ``right_lung``, ``heart``,
-    ``left_clavicle``, ``right_clavicle``, or ``lungs`` for both lungs in one mask). Images may be
-    PNG/GIF/JPEG/TIFF/BMP or DICOM (``.dcm``, needs pydicom; pixel spacing read from the file).
+    Mask layouts (``masks`` is the folder given):
+
+    - one folder per class, ``masks/<class>/<id>.<ext>`` (the shared data pack's layout). A class may have any
+      name (``lung``, ``lungs``, ``tumour``); the organ names are normalised (``left lung`` / ``Left-Lung`` ->
+      ``left_lung``), other names are kept as they are. ``lungs`` is read by
+      :func:`segmentation.data.dataset.load_dataset` as both lungs in one mask, any other name as its own folder.
+    - one class, the mask files directly in ``masks`` (``masks/<id>.<ext>``), named by ``class_name``.
+
+    Masks named ``<id><suffix>.<ext>`` (``<id>_mask.png``, the Shenzhen / Kaggle convention) match their image
+    with ``mask_suffix``. Images may be PNG/GIF/JPEG/TIFF/BMP or DICOM (``.dcm``, needs pydicom; pixel spacing
+    read from the file).
 
     Args:
         images: image folder.
-        masks: folder of class folders, or None for images only.
+        masks: the mask folder (either layout), or None for images only.
         out: output folder.
-        classes: the classes to take (default: every class folder present).
+        classes: the class folders to take (default: every one), each ``"folder"`` or ``"folder=class"`` to take
+            ``masks/folder/`` as class ``class`` (``"lung=lungs"``), or a ``{folder: class}`` mapping. Folders
+            are found by their normalised name (``"left_lung"`` takes ``masks/left lung/``).
+        class_name: the class of a flat mask folder (default :data:`DEFAULT_CLASS_NAME`, ``"mask"``).
+        mask_suffix: the end of a mask's file stem to drop to get its image's id (``"_mask"``); masks without
+            it are matched by their whole stem.
         spacing_mm: pixel spacing of the source images when the files do not record it.
         size, resize, threshold_masks, skip_unmatched, overwrite, show_progress, workers: see
             :func:`write_prepared`.
 
+    Returns:
+        ``out``.
+
     Raises:
-        DataError: for an unknown organ folder or class name, plus everything :func:`write_prepared` raises.
+        DataError: for a mask folder in neither layout, a missing class folder, a class name that cannot be a
+            folder name, ``classes`` with a flat folder or ``class_name`` with class folders, unmatched files
+            (naming ``--mask-suffix`` when a common suffix would match them), plus everything
+            :func:`write_prepared` raises.
+        ValueError: for ``spacing_mm <= 0``.
     """
     check_output(out, overwrite)
     if spacing_mm is not None and spacing_mm <= 0:
         raise ValueError(f"expected spacing_mm > 0, got {spacing_mm}")
+    if masks is None and (class_name is not None or mask_suffix is not None):
+        raise DataError("expected --masks with --class-name or --mask-suffix (they describe the masks), got no "
+                        "--masks; pass the mask folder or drop them")
+    if mask_suffix is not None and (not mask_suffix.strip() or any(c in mask_suffix for c in "/\\")):
+        raise DataError(f"expected --mask-suffix to be the end of a file stem such as '_mask', got {mask_suffix!r}")
     image_files = _images_in(images, "images folder (--images)")
     tables: dict[str, dict[str, Path]] = {}
+    layout = "folder (images/ only)"
     if masks is not None:
         masks = Path(masks)
-        if not masks.is_dir():
-            raise DataError(f"{masks}: no such masks folder; check --masks")
-        folders = {}
-        for folder in sorted(p for p in masks.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            name = formats.normalize_class_name(folder.name)
-            if classes is None and name not in formats.KNOWN_CLASSES:
-                raise DataError(f"{folder}: unknown organ name {folder.name!r}; expected one of "
-                                f"{', '.join(formats.KNOWN_CLASSES)}: rename the folder, or pass --classes to "
-                                "choose the folders to take")
-            folders[name] = folder
-        wanted = formats.check_classes(list(classes) if classes is not None else list(folders), formats.KNOWN_CLASSES,
-                                       "mask folder")
-        for cls in wanted:
-            if cls not in folders:
-                raise DataError(f"{masks / cls}: no mask folder for class {cls!r} (present: {sorted(folders)}); "
-                                "add it or choose other --classes")
-            tables[cls] = _images_in(folders[cls], f"mask folder {cls}")
-    items, skipped = match_items(image_files, tables, skip_unmatched=skip_unmatched)
-    source = {"dataset": Path(images).resolve().parent.name, "layout": "folder (images/ + masks/<class>/)",
-              "images": str(Path(images).resolve()), "masks": str(Path(masks).resolve()) if masks is not None else None}
+        tables, layout = _folder_masks(masks, classes, class_name, _suffix_key(mask_suffix))
+    items, skipped = match_items(image_files, tables, skip_unmatched=skip_unmatched,
+                                 hint=suffix_hint(image_files, tables))
+    source = {"dataset": Path(images).resolve().parent.name, "layout": layout,
+              "images": str(Path(images).resolve()), "masks": str(masks.resolve()) if masks is not None else None,
+              "mask_suffix": mask_suffix}
     return write_prepared(items, out, classes=tuple(tables), source=source, size=size, resize=resize,
                           spacing_mm=spacing_mm, threshold_masks=threshold_masks, skipped=skipped,
                           overwrite=overwrite, show_progress=show_progress, workers=workers)
+
+
+_MASK_LAYOUTS = ("one folder per class holding masks named like their images (masks/<class>/<id>.png, e.g. "
+                 "masks/lung/<id>.png), or for one class the mask files themselves (masks/<id>.png, class named by "
+                 "--class-name; --mask-suffix _mask for <id>_mask.png)")
+
+
+def _suffix_key(suffix: str | None) -> Callable[[Path], str]:
+    """A mask file's id: its stem without ``suffix`` (compared case-insensitively) when it ends with it."""
+    def key(path: Path) -> str:
+        ident = formats.image_id(path)
+        if suffix and len(ident) > len(suffix) and ident.lower().endswith(suffix.lower()):
+            return ident[: -len(suffix)]
+        return ident
+    return key
+
+
+def _class_choices(classes: Sequence[str] | Mapping[str, str]) -> list[tuple[str, str]]:
+    """``["lung=lungs", "heart"]`` or ``{"lung": "lungs"}`` -> ``[("lung", "lungs"), ("heart", "heart")]``."""
+    if isinstance(classes, Mapping):
+        return [(str(folder), str(name)) for folder, name in classes.items()]
+    if isinstance(classes, str):
+        classes = (classes,)
+    choices = []
+    for entry in classes:
+        folder, _, name = entry.partition("=")
+        if not folder.strip() or ("=" in entry and not name.strip()):
+            raise DataError(f"expected --classes entries 'folder' or 'folder=class' (e.g. lung=lungs), got {entry!r}")
+        choices.append((folder.strip(), name.strip() or folder.strip()))
+    if not choices:
+        raise DataError("expected at least one class in --classes, got none; name mask folders, or omit --classes "
+                        "to take every one")
+    return choices
+
+
+def _folder_masks(masks: Path, classes: Sequence[str] | Mapping[str, str] | None, class_name: str | None,
+                  key: Callable[[Path], str]) -> tuple[dict[str, dict[str, Path]], str]:
+    """``({class: {id: mask file}}, layout)`` of a ``prepare_folder`` mask folder in either layout."""
+    if not masks.is_dir():
+        raise DataError(f"{masks}: no such masks folder; check --masks")
+    files = formats.list_files(masks)
+    folders = sorted((p for p in masks.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: (formats.normalize_class_name(p.name), p.name))
+    if files and folders:
+        raise DataError(f"{masks}: holds both mask files ({files[0].name}, ...) and folders "
+                        f"({', '.join(p.name for p in folders)}); expected {_MASK_LAYOUTS}: move the files into a "
+                        "class folder, or the folders out")
+    if not files and not folders:
+        raise DataError(f"{masks}: no mask files and no class folders; expected {_MASK_LAYOUTS}: point --masks at "
+                        "such a folder")
+    if files:
+        if classes is not None:
+            raise DataError(f"{masks}: holds mask files directly (one class), so there are no class folders for "
+                            "--classes to choose; name the class with --class-name instead")
+        name = formats.clean_class_name(class_name if class_name is not None else DEFAULT_CLASS_NAME)
+        return {name: formats.index_by_id(files, key)}, "folder (images/ + masks/ holding one class's masks)"
+    if class_name is not None:
+        raise DataError(f"{masks}: holds class folders ({', '.join(p.name for p in folders)}), and --class-name "
+                        "names the class of a flat mask folder; choose and rename folders with --classes "
+                        "folder=class instead")
+    present: dict[str, list[Path]] = {}
+    for folder in folders:
+        present.setdefault(formats.normalize_class_name(folder.name), []).append(folder)
+    choices = _class_choices(classes) if classes is not None else [(p.name, p.name) for p in folders]
+    tables: dict[str, dict[str, Path]] = {}
+    for folder_name, name in choices:
+        norm = formats.normalize_class_name(folder_name)
+        if norm not in present:
+            raise DataError(f"{masks / folder_name}: no mask folder {folder_name!r} (present: "
+                            f"{', '.join(p.name for p in folders)}); add it or choose other --classes")
+        if len(present[norm]) > 1:
+            first, second = present[norm][:2]
+            raise DataError(f"{second}: the same class ({norm!r}) as {first}; merge or rename one of the two")
+        folder = present[norm][0]
+        cls = formats.clean_class_name(name)
+        if cls in tables:
+            raise DataError(f"expected each class once, got {cls!r} twice; choose other --classes")
+        mask_files = formats.list_files(folder)
+        if not mask_files:
+            raise DataError(f"{folder}: no mask files in class folder {folder.name!r}; expected {_MASK_LAYOUTS}: "
+                            "remove the folder or choose other --classes")
+        tables[cls] = formats.index_by_id(mask_files, key)
+    return tables, "folder (images/ + masks/<class>/)"

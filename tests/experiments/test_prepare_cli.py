@@ -73,10 +73,55 @@ def test_user_errors_are_click_exceptions_naming_the_file(real_data: Path, tmp_p
     assert "--skip-unmatched" in result.output
     result = _run("folder", "--images", str(src / "images"), "--masks", str(src / "masks"), "--out",
                   str(tmp_path / "out"), "--classes", "left_lung,liver")
-    assert result.exit_code == 1 and "unknown organ name 'liver'" in result.output
+    assert result.exit_code == 1 and "no mask folder 'liver' (present: left_lung, right_lung)" in result.output
     result = _run("montgomery", "--root", str(real_data / "originals/montgomery"), "--out", str(tmp_path / "mc"))
     assert result.exit_code == 1 and "expected a binary mask" in result.output and "--threshold-masks" in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "mc").exists()
+
+
+def _lung_set(root: Path, mask_dir: str, mask_name: str) -> Path:
+    """images/<id>.png and one merged lung mask per image at root/<mask_dir>/<mask_name with {id}>."""
+    for ident in ("CHNCXR_0001_0", "CHNCXR_0002_1"):
+        image = np.full((40, 32), 120, dtype=np.uint8)
+        mask = np.zeros((40, 32), dtype=np.uint8)
+        mask[8:32, 3:13] = mask[8:32, 19:29] = 255
+        for path, array in ((root / "images" / f"{ident}.png", image),
+                            (root / mask_dir / mask_name.format(id=ident), mask)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(array).save(path)
+    return root
+
+
+@pytest.mark.parametrize("mask_name, options, classes", [
+    ("lung/{id}.png", [], ["lung"]),                                  # any class folder name
+    ("lung/{id}.png", ["--classes", "lung"], ["lung"]),
+    ("lung/{id}.png", ["--classes", "lung=lungs"], ["lungs"]),        # chosen and renamed
+    ("{id}.png", [], ["mask"]),                                       # a flat mask folder: one class
+    ("{id}_mask.png", ["--class-name", "lungs", "--mask-suffix", "_mask"], ["lungs"]),  # the Shenzhen / Kaggle names
+])
+def test_folder_layouts_as_users_have_them(tmp_path: Path, mask_name: str, options: list[str], classes) -> None:
+    src = _lung_set(tmp_path / "src", "masks", mask_name)
+    result = _run("folder", "--images", str(src / "images"), "--masks", str(src / "masks"), "--out",
+                  str(tmp_path / "out"), "--keep-size", *options)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out/dataset.json").read_text())["classes"] == classes
+    mask = read_image(tmp_path / "out/masks" / classes[0] / "CHNCXR_0001_0.png")
+    assert mask.shape == (40, 32) and mask[20, 5] == 255 and mask[20, 16] == 0
+
+
+@pytest.mark.parametrize("mask_name, options, message", [
+    ("{id}_mask.png", [], "pass --mask-suffix _mask to match them"),
+    ("lung/{id}.png", ["--class-name", "lungs"], "choose and rename folders with --classes folder=class"),
+    ("{id}.png", ["--classes", "lungs"], "name the class with --class-name instead"),
+    ("lung/fold1/{id}.png", [], "expected one folder per class holding masks named like their images"),
+])
+def test_folder_layout_errors_name_the_fix(tmp_path: Path, mask_name: str, options: list[str], message: str) -> None:
+    src = _lung_set(tmp_path / "src", "masks", mask_name)
+    result = _run("folder", "--images", str(src / "images"), "--masks", str(src / "masks"), "--out",
+                  str(tmp_path / "out"), *options)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_click_path_and_usage_checks(tmp_path: Path) -> None:

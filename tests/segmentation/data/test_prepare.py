@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from segmentation.data import formats
 from segmentation.data import prepare as prep
+from segmentation.data.dataset import load_dataset
 from segmentation.data.io import DataError, read_image, read_mask
 
 ORGANS = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
@@ -214,6 +216,24 @@ def test_prepare_shenzhen_skip_unmatched(tmp_path: Path) -> None:
     np.testing.assert_array_equal(left, _lungs((48, 40))[0] > 0)
 
 
+@pytest.mark.parametrize("names, recorded", [
+    (("_mask", "_mask"), "CHNCXR images + <id>_mask.png merged lung masks"),
+    (("", ""), "CHNCXR images + <id>.png merged lung masks"),
+    (("", "_mask"), "CHNCXR images + <id>.png and <id>_mask.png merged lung masks"),
+])
+def test_prepare_shenzhen_records_the_mask_names_read(tmp_path: Path, names, recorded) -> None:
+    for ident, name in zip(("CHNCXR_0001_0", "CHNCXR_0002_1"), names):
+        _png(tmp_path / "CXR_png" / f"{ident}.png", np.full((48, 40), 90, dtype=np.uint8))
+        left, right = _lungs((48, 40))
+        _png(tmp_path / "masks" / f"{ident}{name}.png", left | right)
+    out = prep.prepare_shenzhen(tmp_path / "CXR_png", tmp_path / "masks", tmp_path / "out", classes=("lungs",),
+                                size=None, show_progress=False)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["source"]["layout"] == recorded
+    assert [Path(r["mask_files"]["merged_lungs"]).name for r in meta["images"]] == [
+        f"CHNCXR_0001_0{names[0]}.png", f"CHNCXR_0002_1{names[1]}.png"]
+
+
 def test_prepare_folder_dicom_images_only(tmp_path: Path) -> None:
     pixels = np.tile(np.arange(0, 4096, 64, dtype=np.uint16), (64, 1))
     (tmp_path / "dcm").mkdir()
@@ -246,12 +266,22 @@ def test_image_without_mask_and_reverse(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
 
 
-def test_mask_of_another_size(tmp_path: Path) -> None:
-    src = _folder(tmp_path / "src")
-    _png(src / "masks/left_lung/c.png", np.zeros((20, 16), dtype=np.uint8))  # half size: only SCR may be half
-    with pytest.raises(DataError, match=r"left_lung/c\.png: mask of size 20x16 for image .*c\.png of size 40x32"):
+@pytest.mark.parametrize("mask_shape, sizes", [
+    ((20, 16), "16x20 \\(width x height\\) for image .*c\\.png of size 32x40"),  # half size: only SCR may be half
+    ((32, 40), "40x32 \\(width x height\\) for image .*c\\.png of size 32x40"),  # saved transposed
+])
+def test_mask_of_another_size_width_x_height(tmp_path: Path, mask_shape: tuple[int, int], sizes: str) -> None:
+    src = _folder(tmp_path / "src")  # images 40 rows x 32 columns: 32x40 as image tools print it
+    _png(src / "masks/left_lung/c.png", np.zeros(mask_shape, dtype=np.uint8))
+    with pytest.raises(DataError, match=rf"left_lung/c\.png: mask of size {sizes}; expected the image's size"):
         prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", show_progress=False)
     assert not (tmp_path / "out").exists() and _leftovers(tmp_path) == []
+
+
+def test_jsrt_img_size_message_width_x_height(tmp_path: Path) -> None:
+    (tmp_path / "a.IMG").write_bytes(b"\0" * 10)
+    with pytest.raises(DataError, match=r"expected 48 bytes \(headerless 6x4 16-bit JSRT \.IMG\), got 10"):
+        formats.read_jsrt_img(tmp_path / "a.IMG", shape=(4, 6))
 
 
 def test_truncated_last_file_leaves_nothing(tmp_path: Path) -> None:
@@ -275,17 +305,135 @@ def test_non_binary_mask_and_threshold(tmp_path: Path) -> None:
     assert read_mask(out / "masks/left_lung/a.png")[0, :3].tolist() == [False, False, True]  # > 127
 
 
-def test_unknown_organ_name(tmp_path: Path) -> None:
-    src = _folder(tmp_path / "src", classes=("left_lung", "liver"))
-    with pytest.raises(DataError, match=r"masks/liver: unknown organ name 'liver'.*rename the folder, or pass --cl"):
-        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out")
-    with pytest.raises(DataError, match=r"unknown organ name 'spleen'"):
-        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", classes=("spleen",))
+def _class_folders(root: Path, folders: tuple[str, ...], ids=("a", "b"), shape=(40, 32), names=None) -> Path:
+    """images/<id>.png and masks/<folder>/<id><names suffix>.png, each folder's mask a different box."""
+    rng = np.random.default_rng(0)
+    for ident in ids:
+        _png(root / "images" / f"{ident}.png", rng.integers(0, 256, shape, dtype=np.uint8))
+        for k, folder in enumerate(folders):
+            mask = np.zeros(shape, dtype=np.uint8)
+            mask[4 + 3 * k: 20 + 3 * k, 2 + 2 * k: 12 + 2 * k] = 255
+            _png(root / "masks" / folder / f"{ident}{names or ''}.png", mask)
+    return root
+
+
+def _box(k: int, shape=(40, 32)) -> np.ndarray:
+    mask = np.zeros(shape, dtype=bool)
+    mask[4 + 3 * k: 20 + 3 * k, 2 + 2 * k: 12 + 2 * k] = True
+    return mask
+
+
+@pytest.mark.parametrize("folders, classes, recorded, sources", [
+    (("lung",), None, ["lung"], [0]),                                   # a class name SCR does not have
+    (("lung",), ("lung=lungs",), ["lungs"], [0]),                       # chosen and renamed
+    (("lung",), {"lung": "lungs"}, ["lungs"], [0]),                     # the same as a mapping
+    (("Tumour", "heart"), ("heart", "tumour=lesion"), ["heart", "lesion"], [1, 0]),  # folders found normalised
+    (("left lung", "Right-Lung"), None, ["left_lung", "right_lung"], [0, 1]),        # organ names normalised
+    (("left_lung", "lungs", "right_lung"), ("lungs",), ["lungs"], [1]),  # a stored lungs folder, not the union
+])
+def test_folder_any_class_name_prepares_and_loads(tmp_path: Path, folders, classes, recorded, sources) -> None:
+    src = _class_folders(tmp_path / "src", folders)
+    out = prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", classes=classes, size=None,
+                              show_progress=False)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["classes"] == recorded and sorted(p.name for p in (out / "masks").iterdir()) == sorted(recorded)
+    # every recorded class loads as itself, a stored lungs folder included (not the union of left and right)
+    data = load_dataset(out, classes=tuple(recorded), size=None)
+    assert data.classes == tuple(recorded) and data.masks.shape == (2, len(recorded), 40, 32)
+    for channel, k in enumerate(sources):
+        np.testing.assert_array_equal(data.masks[0, channel].numpy() > 0.5, _box(k))
+
+
+@pytest.mark.parametrize("folders, options, message", [
+    (("left_lung",), {"classes": ("spleen",)}, r"spleen: no mask folder 'spleen' \(present: left_lung\); add it"),
+    (("lung",), {"classes": ("lung=a/b",)}, r"expected a class name usable as a folder name .*got 'a/b'"),
+    (("lung",), {"classes": ("lung=",)}, r"expected --classes entries 'folder' or 'folder=class' .*got 'lung='"),
+    (("lung",), {"classes": ()}, r"expected at least one class in --classes, got none"),
+    (("lung", "heart"), {"classes": ("lung=x", "heart=x")}, r"expected each class once, got 'x' twice"),
+    (("left lung", "left_lung"), {}, r"left_lung: the same class \('left_lung'\) as .*left lung; merge or rename"),
+    (("lung",), {"class_name": "lungs"}, r"holds class folders \(lung\), and --class-name .*--classes folder=class"),
+])
+def test_folder_class_errors(tmp_path: Path, folders, options, message) -> None:
+    src = _class_folders(tmp_path / "src", folders)
+    with pytest.raises(DataError, match=message):
+        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", **options)
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_scr_names_stay_scr_only(tmp_path: Path) -> None:
+    src = _folder(tmp_path / "src")
     with pytest.raises(DataError, match=r"unknown organ name 'lungs'"):  # SCR has no merged class
         prep.prepare_jsrt(src / "images", src / "masks", tmp_path / "out", classes=("lungs",))
-    out = prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", classes=("left_lung",),
+
+
+@pytest.mark.parametrize("class_name, recorded", [(None, "mask"), ("lungs", "lungs"), ("Left Lung", "left_lung"),
+                                                  ("lung field", "lung field")])
+def test_folder_flat_mask_folder_is_one_class(tmp_path: Path, class_name, recorded) -> None:
+    src = _class_folders(tmp_path / "src", ("",))  # masks/<id>.png
+    out = prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", class_name=class_name, size=None,
                               show_progress=False)
-    assert sorted(p.name for p in (out / "masks").iterdir()) == ["left_lung"]
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["classes"] == [recorded] and "one class" in meta["source"]["layout"]
+    np.testing.assert_array_equal(read_mask(out / "masks" / recorded / "b.png"), _box(0))
+    assert load_dataset(out, classes=(recorded,), size=None).masks.shape == (2, 1, 40, 32)
+
+
+def test_folder_mask_layout_errors_say_the_expected_layout(tmp_path: Path) -> None:
+    layouts = r"expected one folder per class .*\(masks/<class>/<id>\.png.*the mask files themselves \(masks/<id>\.png"
+    src = _class_folders(tmp_path / "src", ("",))  # src/masks holds the mask files directly
+    (src / "empty").mkdir()
+    _png(src / "both" / "a.png", np.zeros((40, 32), dtype=np.uint8))
+    (src / "both" / "lung").mkdir()
+    (src / "nested" / "lung" / "fold1").mkdir(parents=True)
+    cases = [
+        ("empty", {}, rf"empty: no mask files and no class folders; {layouts}"),
+        ("both", {}, rf"both: holds both mask files \(a\.png, \.\.\.\) and folders \(lung\); {layouts}"),
+        ("nested", {}, rf"nested/lung: no mask files in class folder 'lung'; {layouts}"),
+        ("masks", {"classes": ("lungs",)}, r"holds mask files directly \(one class\).*the class with --class-name"),
+    ]
+    for masks, options, message in cases:
+        with pytest.raises(DataError, match=message):
+            prep.prepare_folder(src / "images", src / masks, tmp_path / "out", **options)
+    with pytest.raises(DataError, match=r"expected --masks with --class-name or --mask-suffix"):
+        prep.prepare_folder(src / "images", None, tmp_path / "out", mask_suffix="_mask")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("folders, names, mask_suffix", [
+    (("",), "_mask", "_mask"),           # Shenzhen / Kaggle: masks/<id>_mask.png
+    (("lung",), "_MASK", "_mask"),       # per class, the suffix in another case
+    (("lung",), "-seg", "-seg"),
+    (("lung",), "", "_mask"),            # masks without the suffix still match by their whole stem
+])
+def test_folder_mask_suffix(tmp_path: Path, folders, names, mask_suffix) -> None:
+    src = _class_folders(tmp_path / "src", folders, names=names)
+    out = prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", mask_suffix=mask_suffix, size=None,
+                              show_progress=False)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["count"] == 2 and meta["source"]["mask_suffix"] == mask_suffix
+    assert sorted(p.name for p in (out / "masks" / meta["classes"][0]).iterdir()) == ["a.png", "b.png"]
+
+
+@pytest.mark.parametrize("names, options, message", [
+    ("_mask", {}, r"images/a\.png: image without a mask; 2 of 2 masks without an image are named like an "
+                  r"image plus '_mask' \(e\.g\. a_mask\.png\): pass --mask-suffix _mask to match them; else add"),
+    ("_mask", {"skip_unmatched": True}, r"expected at least one image with all its masks, got none; .*-suffix _mask"),
+    ("-seg", {"mask_suffix": "_mask"}, r"pass --mask-suffix -seg to match them"),
+    (" seg", {}, r"pass --mask-suffix ' seg' to match them"),
+    ("", {"mask_suffix": "/"}, r"expected --mask-suffix to be the end of a file stem such as '_mask', got '/'"),
+])
+def test_folder_unmatched_names_mask_suffix(tmp_path: Path, names, options, message) -> None:
+    src = _class_folders(tmp_path / "src", ("",), names=names)
+    with pytest.raises(DataError, match=message):
+        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out", **options)
+
+
+def test_folder_unrelated_mismatch_names_no_suffix(tmp_path: Path) -> None:
+    src = _class_folders(tmp_path / "src", ("lung",))
+    (src / "masks/lung/b.png").rename(src / "masks/lung/z.png")
+    with pytest.raises(DataError, match=r"image without a lung mask; add the mask") as err:
+        prep.prepare_folder(src / "images", src / "masks", tmp_path / "out")
+    assert "--mask-suffix" not in str(err.value)
 
 
 def test_existing_output_and_overwrite(tmp_path: Path) -> None:
