@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from experiments.commands.demo import demo
@@ -32,8 +35,29 @@ for command in (demo, prepare, segment, translate, transfer, experiment):
     cli.add_command(command)
 
 
+#: Errors a user can act on: bad input, files, memory. They end the command with one line (exit 1); set
+#: CXR_DEBUG=1 for the traceback. Anything else (a bug) keeps its traceback.
+USER_ERRORS = (ValueError, OSError, KeyError, MemoryError, RuntimeError)  # torch's OutOfMemoryError is a RuntimeError
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of an error's message (its type when it has none)."""
+    text = str(err).strip().strip("'\"")
+    return text.splitlines()[0].strip() if text else type(err).__name__
+
+
 def main() -> None:
-    cli(prog_name="cxr-transfer")
+    try:
+        cli.main(prog_name="cxr-transfer", standalone_mode=True)
+    except USER_ERRORS as err:
+        if os.environ.get("CXR_DEBUG"):
+            raise
+        message = one_line(err)
+        if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in message or (
+                "out of memory" in message.lower()):
+            message = f"out of memory ({message[:160]}); lower --size or --batch-size"
+        click.echo(f"Error: {message}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

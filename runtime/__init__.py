@@ -12,7 +12,7 @@ from runtime.distributed import (all_reduce_gradients, barrier, get_rank, get_wo
                                  unwrap)
 from runtime.io import atomic_path, atomic_save_torch, atomic_write_bytes, atomic_write_json, atomic_write_text
 from runtime.logging import RunLogger, progress
-from runtime.seed import get_rng_state, seed_everything, set_rng_state
+from runtime.seed import get_rng_state, seed_everything, set_generator_state, set_rng_state
 
 __all__ = [
     "RunLogger",
@@ -39,6 +39,7 @@ __all__ = [
     "save_checkpoint",
     "save_config",
     "seed_everything",
+    "set_generator_state",
     "set_rng_state",
     "unwrap",
 ]

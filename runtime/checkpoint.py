@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 from runtime.io import atomic_save_torch
 
 _STEP = re.compile(r"(\d+)")
+_UNSAFE = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -19,23 +21,40 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     return atomic_save_torch(state, path)
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint dict written by :func:`save_checkpoint`.
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint dict written by :func:`save_checkpoint`, onto the CPU, as data only.
+
+    The file is read with ``weights_only=True``: tensors, numbers, strings and containers load; a pickle that asks
+    to import or call anything is refused before any of it runs (a model file received from someone else cannot
+    execute code). Everything lands on the CPU: the caller moves weights with ``load_state_dict`` into a model on
+    its device (optimisers cast their state to their parameters' device), and RNG states, which
+    ``torch.set_rng_state`` accepts only as CPU bytes, stay where they must be.
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a readable checkpoint (truncated, or not a torch file).
+        ValueError: if the file is not a readable checkpoint (truncated, not a torch file, or not data only).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist; check the run folder or drop --resume")
+        raise FileNotFoundError(f"checkpoint {path} does not exist; check the path")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = _UNSAFE.search(str(err))
+        what = f"it asks to run {found.group(1)}" if found else "it holds more than tensors and plain values"
+        raise ValueError(f"refusing to load {path}: {what}, so it is not a cxr-transfer file; nothing in it was run. "
+                         "Use a file written by cxr-transfer") from None
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"checkpoint {path} is unreadable ({err}); delete it to restart from the previous one") from err
+        raise ValueError(f"checkpoint {path} is unreadable ({type(err).__name__}: {_first_line(err)}); "
+                         "it is truncated or not a torch file: delete it or pass another file") from err
     if not isinstance(state, dict):
         raise ValueError(f"expected a dict in checkpoint {path}, got {type(state).__name__}")
     return state
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].strip() if text else type(err).__name__
 
 
 def latest_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> Path | None:

@@ -50,10 +50,12 @@ from runtime import (
     save_checkpoint,
     save_config,
     seed_everything,
+    set_generator_state,
     set_rng_state,
     unwrap,
 )
 from runtime.distributed import rank_indices
+from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
 
 MODES = ("multilabel", "multiclass")
 NORMALIZATIONS = ("per_image", "dataset", "none")
@@ -271,7 +273,7 @@ def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "
         FileNotFoundError: if ``path`` does not exist.
         ValueError: if the file is not a segmenter file.
     """
-    state = load_checkpoint(path, map_location=map_location)
+    state = load_checkpoint(path)
     if state.get("format") != SEGMENTER_FORMAT:
         raise ValueError(f"expected a segmenter file ({SEGMENTER_FORMAT}) at {path}, got format "
                          f"{state.get('format')!r}; pass a model.pt or checkpoints/best.pt written by segment train")
@@ -587,7 +589,7 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         if last_path is None:
             raise ValueError("expected a run_dir with resume=True, got None; pass the run folder to continue")
         if last_path.is_file():
-            checkpoint = load_checkpoint(last_path, map_location=device)
+            checkpoint = load_checkpoint(last_path)
     elif last_path is not None and last_path.is_file():
         raise ValueError(f"run folder {run_path} already holds a run ({last_path}); pass --resume to continue it "
                          "or choose a new --run-dir")
@@ -603,9 +605,9 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         if scheduler is not None and checkpoint.get("scheduler") is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
         set_rng_state(checkpoint["rng"])
-        generator.set_state(checkpoint["generator"])
+        set_generator_state(generator, checkpoint["generator"])
         if checkpoint.get("augmenter_generator") is not None and augmenter is not None:
-            augmenter.generator.set_state(checkpoint["augmenter_generator"])
+            set_generator_state(augmenter.generator, checkpoint["augmenter_generator"])
         start_epoch, best_val, best_epoch = checkpoint["epoch"], checkpoint["best_val"], checkpoint["best_epoch"]
         history = list(checkpoint["history"])
         if checkpoint.get("best_state") is not None:
@@ -967,6 +969,15 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     from segmentation.data.splits import load_splits, split_ids
 
     run_path = Path(run_dir)
+    check_writable(run_path, "--run-dir")
+    model = build_segmenter(config)
+    check_divisible(config.size, getattr(model, "required_divisor", 1), "--size", type(model).__name__)
+    if resume and not (run_path / "checkpoints" / "last.pt").is_file():
+        raise ValueError(f"--resume: {run_path / 'checkpoints' / 'last.pt'} does not exist, so there is no run to "
+                         "continue; drop --resume to start one")
+    n_files = count_images(data_dir)
+    check_memory(dataset_bytes(min(n_files, limit or n_files), config.size, 1 + len(config.classes)),
+                 f"loading {n_files} images of {data_dir} at --size {config.size}", "lower --size or --limit")
     data = load_dataset(data_dir, classes=config.classes, size=config.size, masks=True)
     if limit is not None:
         data = data.subset(list(range(min(limit, len(data)))))
@@ -981,6 +992,7 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     else:
         splits = split_ids(list(data.ids), fractions=tuple(fractions), seed=config.seed)
     splits = {k: list(v) for k, v in splits.items()}
+    _check_split_sizes(splits, fractions if splits_file is None else None, data_dir)
     seed_everything(config.seed)
     model = build_segmenter(config)
     trained = _wrap_distributed(model, config)
@@ -1007,6 +1019,20 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
         barrier()
         dist.destroy_process_group()
     return metrics
+
+
+def _check_split_sizes(splits: Mapping[str, Sequence[str]], fractions: Sequence[float] | None,
+                       data_dir: str | os.PathLike) -> None:
+    """Refuse a split with no training image, or no validation image when its fraction asks for some."""
+    counts = {k: len(splits.get(k, [])) for k in ("train", "val", "test")}
+    # an empty test part only leaves out the test table; an empty train or validation part makes NaN metrics
+    wanted = dict(zip(("train", "val"), fractions)) if fractions is not None else {"train": 1.0}
+    empty = [k for k, f in wanted.items() if f > 0 and counts[k] == 0]
+    if empty:
+        total = sum(counts.values())
+        raise ValueError(f"expected at least one image in every part of the split, got {counts} from {total} "
+                         f"image(s) in {data_dir} (empty: {', '.join(empty)}); add images, or pass --split with 0 "
+                         "for the parts you do not want (e.g. --split 0.8,0.2,0)")
 
 
 def _wrap_distributed(model: nn.Module, config: SegmentationConfig) -> nn.Module:

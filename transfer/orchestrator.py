@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.distributed import is_main_process, rank_indices, rank_seed, unwrap
 from runtime.logging import RunLogger, progress
-from runtime.seed import get_rng_state, seed_everything, set_rng_state
+from runtime.seed import get_rng_state, seed_everything, set_generator_state, set_rng_state
 from transfer.config import TransferConfig
 from transfer.steps import (
     SupervisedBatch,
@@ -96,7 +96,7 @@ class ForeverIterator:
         return {"generator": self.generator.get_state(), "order": self.order.clone(), "position": self.position}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state["generator"])
+        set_generator_state(self.generator, state["generator"])
         self.order = state["order"].clone()
         self.position = int(state["position"])
 
@@ -324,7 +324,7 @@ class TransferOrchestrator:
         full_key = _warmup_key(model, c, key)
         start = time.perf_counter()
         if cache is not None and Path(cache).is_file():
-            state = load_checkpoint(cache, map_location=self.device)
+            state = load_checkpoint(cache)
             if state.get("key") == full_key:
                 model.load_state_dict(state["translator"])
                 return {"cached": True, "iterations": c.warmup_iterations, "seconds": time.perf_counter() - start}
@@ -388,7 +388,7 @@ class TransferOrchestrator:
             self._make_iterators(source_images, source_masks, target_images, labelled, c.seed + 10)
             self.ema_translator, self.ema_segmenter = EMA(self.translator, c.ema_decay), EMA(self.segmenter,
                                                                                               c.ema_decay)
-            self.load_state_dict(load_checkpoint(latest, map_location=self.device))
+            self.load_state_dict(load_checkpoint(latest))
         logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
         if latest is None and c.select_start and c.iterations > 0:
             self._evaluate(selector, logger)  # the starting point: selection may keep it if adaptation only hurts
@@ -522,7 +522,7 @@ class TransferOrchestrator:
         if self.labelled is not None and state["labelled"] is not None:
             self.labelled.load_state_dict(state["labelled"])
         if state.get("augmenter") is not None:  # the augmentation draws continue where they stopped
-            self._augmenter(self.device).generator.set_state(state["augmenter"])
+            set_generator_state(self._augmenter(self.device).generator, state["augmenter"])
         self.history = list(state["history"])
         self.best = state["best"]
         self._teacher_iteration = None  # a "selected" teacher reloads the restored best weights
@@ -573,7 +573,8 @@ def predict_views(translator: nn.Module, segmenter: nn.Module, images: Tensor,
 
     if not views or any(v not in PREDICT_VIEWS for v in views):
         raise ValueError(f"expected views from {PREDICT_VIEWS}, got {tuple(views)}")
-    total = None
+    total, home = None, images.device
+    images = images.to(module_device(segmenter))  # the caller's images may live elsewhere (CPU data, GPU model)
     for view in views:
         x = images.flip(-1) if view.endswith("_flip") else images
         if view.startswith("translated"):
@@ -583,7 +584,15 @@ def predict_views(translator: nn.Module, segmenter: nn.Module, images: Tensor,
         probs = torch.sigmoid(logits)
         probs = probs.flip(-1) if view.endswith("_flip") else probs
         total = probs if total is None else total + probs
-    return total / len(views)
+    return (total / len(views)).to(home)
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
+    module = unwrap(module)
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @torch.no_grad()

@@ -35,6 +35,7 @@ import torch
 from runtime.config import config_to_dict, load_config, save_config
 from runtime.device import resolve_device
 from runtime.io import atomic_write_json, atomic_write_text
+from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
 from runtime.seed import seed_everything
 from segmentation.data.dataset import CXRData, load_dataset
 from segmentation.data.preprocessing import normalize
@@ -42,6 +43,7 @@ from segmentation.data.splits import save_splits, split_ids
 from segmentation.metrics import evaluate_masks
 from segmentation.training import (
     SegmentationConfig,
+    build_segmenter,
     load_segmenter,
     probabilities_to_masks,
     save_segmenter,
@@ -61,6 +63,7 @@ from transfer.config import ExperimentConfig
 from transfer.orchestrator import TransferOrchestrator
 from transfer.protocol import TargetView, labelled_ids, target_splits
 from transfer.selection import Selector
+from translation import create_translator
 
 SOURCE_SPLIT = (0.8, 0.2, 0.0)
 RESULTS = "results.jsonl"
@@ -79,6 +82,44 @@ def load_cell_data(exp: ExperimentConfig) -> tuple[CXRData, CXRData]:
                          "pass --source DIR --target DIR (prepared by cxr-transfer prepare)")
     return (load_dataset(exp.source, classes=exp.model_classes, size=exp.size),
             load_dataset(exp.target, classes=exp.classes, size=exp.size))
+
+
+def check_experiment(exp: ExperimentConfig, transfer: bool = True) -> None:
+    """Checks that need no data: writable ``--out``, the image side against the models' divisors, memory to load.
+
+    Raises:
+        ValueError: one line naming the option and the fix.
+    """
+    check_writable(exp.out, "--out")
+    segmenter = build_segmenter(segmentation_config(exp, 1, 1e-3, classes=exp.model_classes))
+    check_divisible(exp.size, getattr(segmenter, "required_divisor", 1), "--size", exp.segmenter)
+    if transfer:
+        translator = create_translator(exp.translator, exp.translator_preset, **exp.translator_kwargs)
+        check_divisible(exp.size, getattr(translator, "required_divisor", 1), "--size", exp.translator)
+    for folder, classes, option in ((exp.source, exp.model_classes, "--source"), (exp.target, exp.classes,
+                                                                                 "--target")):
+        if folder:
+            check_memory(dataset_bytes(count_images(folder), exp.size, 1 + len(classes)),
+                         f"loading {option} {folder} at --size {exp.size}", "lower --size")
+
+
+def check_datasets(exp: ExperimentConfig, source: CXRData, target: CXRData) -> None:
+    """Refuse datasets too small for the protocol: the source needs train and validation images, the target an
+    image in each of train, validation and test (the split is drawn as the cells will draw it, nothing is saved).
+
+    Raises:
+        ValueError: one line naming the folder, the counts and the fix.
+    """
+    src = split_ids(source.ids, fractions=SOURCE_SPLIT, seed=exp.split_seed)
+    if not src["train"] or not src["val"]:
+        raise ValueError(f"expected at least 2 source images (train and validation), got {len(source)} in "
+                         f"--source {exp.source}; add images")
+    tgt = target_splits(target.ids, exp.split_seed)
+    counts = {k: len(v) for k, v in tgt.items()}
+    if not all(counts.get(k) for k in ("train", "val", "test")):
+        raise ValueError(f"expected target images in train, validation and test of the 60/20/20 split, got {counts} "
+                         f"from {len(target)} image(s) in --target {exp.target}; the protocol needs at least 3 "
+                         "(tens for a meaningful table)")
 
 
 def data_key(*parts: Iterable[str] | str | int) -> str:
@@ -141,8 +182,6 @@ def _warmup_file(exp: ExperimentConfig, source_train_ids: Sequence[str], target_
 
 
 def _build_translator(exp: ExperimentConfig, device: torch.device) -> torch.nn.Module:
-    from translation import create_translator
-
     torch.manual_seed(exp.seed)
     return create_translator(exp.translator, exp.translator_preset, **exp.translator_kwargs).to(device)
 
@@ -232,8 +271,8 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
                                     seg_config, index, device, run)
         orch = extra.pop("_orchestrator")
         if m_a_full is not m_a:
-            write_class_overlays(run / OVERLAYS, orch.ema_translator.module.cpu(), orch.ema_segmenter.module.cpu(),
-                                 test, full_config, ("translated",))
+            write_class_overlays(run / OVERLAYS, orch.ema_translator.module, orch.ema_segmenter.module, test,
+                                 full_config, ("translated",))
     result = _summarize(exp, rows, len(labelled), time.perf_counter() - start, extra)
     write_rows_csv(run / "per_image.csv", rows)
     atomic_write_json(done, result)
@@ -314,7 +353,7 @@ def write_class_overlays(path: Path, translator: torch.nn.Module, segmenter: tor
 
     images = test.images[:count].cpu()
     probs = predict_views(translator, segmenter, images, lambda x: normalize(x, config.normalization), views)
-    masks = probabilities_to_masks(probs, config)
+    masks = probabilities_to_masks(probs.cpu(), config)  # predict_views runs on the models' device
     return write_overlays(images, masks, config.classes, path, titles=list(test.ids[:count]))
 
 
@@ -429,16 +468,18 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
     if jobs < 1:
         raise ValueError(f"expected jobs >= 1, got {jobs}")
     out = Path(base.out)
-    out.mkdir(parents=True, exist_ok=True)
     results_path = out / RESULTS
     cells = grid(base, methods, fractions, seeds)
     finished = {r["key"] for r in read_results(results_path)}
     todo = [c for c in cells if c.key not in finished]
-    log(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
     data: list[CXRData] = []
+    if runner is None and todo:  # everything checkable is checked before anything is written
+        check_experiment(base, any(c.method == "transfer" for c in todo))
+        data.extend(load_cell_data(base))
+        check_datasets(base, *data)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
     if runner is None:
-        if todo:
-            data.extend(load_cell_data(base))
         runner = (lambda exp: run_cell(exp, *data)) if jobs == 1 else _run_subprocess
         if prepare and todo:
             for seed in sorted({c.seed for c in todo}):

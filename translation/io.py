@@ -89,7 +89,7 @@ def load_translator(
     if not path.is_file():
         raise FileNotFoundError(f"translator file {path} does not exist; check the path or train one first")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
+        payload = torch.load(path, map_location="cpu", weights_only=True)  # data only: no code runs
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
         raise ValueError(

@@ -26,6 +26,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import skip_init
 
 __all__ = ["FeatureNet", "feature_net", "histogram_distance", "kid", "kid_features", "mmd2_unbiased"]
 
@@ -120,7 +121,9 @@ class FeatureNet(nn.Module):
         layers = []
         in_channels = 1
         for width in FEATURE_WIDTHS:
-            conv = nn.Conv2d(in_channels, width, 3, stride=2, padding=1)
+            # skip_init: no default initialisation, so building the net never draws from torch's global RNG (a
+            # resumed training run builds it at another step than the uninterrupted one; the streams must not shift)
+            conv = skip_init(nn.Conv2d, in_channels, width, 3, stride=2, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator)
                                   * math.sqrt(2.0 / (in_channels * 9)))

@@ -388,7 +388,7 @@ class _Trainer:
 
     def restore(self, path: Path, full: bool = True) -> None:
         """Load a checkpoint; ``full=False`` (a rollback) keeps the guard's counters and the rollback list."""
-        state = load_checkpoint(path, map_location=self.device)
+        state = load_checkpoint(path)
         self.model.load_state_dict(state["translator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
@@ -656,7 +656,7 @@ def train_translator(translator: nn.Module, images_a: Tensor, images_b: Tensor, 
             if path is None:
                 raise FileNotFoundError(f"no checkpoint in {trainer.ckpt_dir} to resume from; drop --resume to start "
                                         "a new run")
-            saved = load_checkpoint(path, map_location="cpu")["config"]
+            saved = load_checkpoint(path)["config"]
             current = config_to_dict(config)
             changed = sorted(k for k in current if k not in _UNCHECKED_ON_RESUME and current[k] != saved.get(k))
             if changed:

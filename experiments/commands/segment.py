@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import click
+from runtime.preflight import check_writable
 
 _DIR = click.Path(exists=True, file_okay=False, dir_okay=True, path_type=Path)
 _FILE = click.Path(exists=True, file_okay=True, dir_okay=False, path_type=Path)
@@ -220,6 +221,8 @@ def cv(data: Path, folds: int, val_fraction: float, run_dir: Path | None, resume
                               indent=2))
         return
     try:
+        if run_dir is not None:
+            check_writable(run_dir, "--run-dir")
         dataset = load_dataset(data, classes=config.classes, size=config.size, masks=True)
         if limit is not None:
             dataset = dataset.subset(list(range(min(limit, len(dataset)))))
@@ -257,6 +260,8 @@ def evaluate(models: tuple[Path, ...], data: Path, split: str, splits_file: Path
     from segmentation.training import evaluate_folder, format_summary
 
     try:
+        if out is not None:
+            check_writable(out.parent, "--out")
         rows, summary = evaluate_folder(models, data, split=split, splits_file=splits_file, out_csv=out,
                                         postprocess=postprocess, surface=surface, device=device)
     except (DataError, ValueError, FileNotFoundError, KeyError) as err:
@@ -291,6 +296,7 @@ def predict(models: tuple[Path, ...], images: Path, out: Path, batch_size: int |
     from segmentation.training import predict_folder
 
     try:
+        check_writable(out, "--out")
         written = predict_folder(models, images, out, batch_size=batch_size, postprocess=postprocess,
                                  threshold=threshold, overlays=overlays, device=device)
     except (DataError, ValueError, FileNotFoundError) as err:

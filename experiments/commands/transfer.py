@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from experiments.commands.experiment import _print_config, build_config, shared_options
+from runtime.preflight import check_writable
 
 
 @click.group(name="transfer")
@@ -84,6 +85,10 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
     from translation import load_translator
 
     folder = Path(model_dir)
+    try:
+        check_writable(out, "--out")
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
     for name in (ADAPTED_TRANSLATOR, ADAPTED_SEGMENTER):
         if not (folder / name).is_file():
             raise click.ClickException(f"{folder / name} is missing; pass the run folder printed by "
@@ -92,9 +97,12 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
     if (folder / "config.json").is_file():
         views = tuple(json.loads((folder / "config.json").read_text()).get("transfer", {}).get("predict_views",
                                                                                                  views))
-    dev = resolve_device(device)
-    translator, _ = load_translator(folder / ADAPTED_TRANSLATOR, map_location=dev)
-    segmenter, config, _ = load_segmenter(folder / ADAPTED_SEGMENTER, map_location=dev)
+    try:
+        dev = resolve_device(device)
+        translator, _ = load_translator(folder / ADAPTED_TRANSLATOR, map_location=dev)
+        segmenter, config, _ = load_segmenter(folder / ADAPTED_SEGMENTER, map_location=dev)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        raise click.ClickException(str(err)) from None
     paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not paths:
         raise click.ClickException(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {images}; pass a folder of images")

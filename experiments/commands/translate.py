@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from runtime import atomic_write_json, config_to_dict, progress, resolve_device, seed_everything
+from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
 from segmentation.data.dataset import load_dataset, resize_images
 from segmentation.data.formats import SOURCE_SUFFIXES, list_files, read_source_image
 from segmentation.data.io import DataError, write_png
@@ -137,13 +138,22 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
         return
     try:
         target = resolve_device(device)
+        check_writable(run_dir, "--run-dir")
+        held = sorted((run_dir / "checkpoints").glob("step_*.pt")) if (run_dir / "checkpoints").is_dir() else []
+        if resume and not held:
+            raise ValueError(f"--resume: {run_dir / 'checkpoints'} holds no checkpoint, so there is no run to "
+                             "continue; drop --resume to start one")
+        if not resume and held:
+            raise ValueError(f"--run-dir {run_dir} already holds a run ({held[-1].name}); pass --resume to continue "
+                             "it or choose a new --run-dir")
+        for folder in (dir_a, dir_b):
+            check_memory(dataset_bytes(count_images(folder) or len(list(folder.iterdir())), size, 2),
+                         f"loading {folder} at --size {size}", "lower --size")
+        seed_everything(seed)
+        translator = create_translator(model, preset=preset).to(target)
+        check_divisible(size, int(getattr(translator, "required_divisor", 1)), "--size", f"{model} ({preset})")
     except (ValueError, RuntimeError) as err:
         raise click.ClickException(str(err)) from err
-    seed_everything(seed)
-    translator = create_translator(model, preset=preset).to(target)
-    divisor = int(getattr(translator, "required_divisor", 1))
-    if size % divisor:
-        raise click.ClickException(f"expected --size a multiple of {divisor} for {model} ({preset}), got {size}")
     try:
         images_a, _ = load_image_folder(dir_a, size)
         images_b, _ = load_image_folder(dir_b, size)
@@ -192,6 +202,7 @@ def apply(translator_file: Path, direction: str, images_dir: Path, out: Path, ba
     from translation import load_translator
 
     try:
+        check_writable(out, "--out")
         target = resolve_device(device)
         translator, metadata = load_translator(translator_file, map_location=target)
     except (ValueError, FileNotFoundError) as err:

@@ -60,7 +60,7 @@ def test_train_writes_a_reusable_translator(trained_run):
 def test_resume_of_a_finished_run_and_refusal_to_overwrite(folders, trained_run):
     run_dir, _ = trained_run
     again = CliRunner().invoke(cli, _train_args(folders, run_dir))
-    assert again.exit_code != 0 and "already holds checkpoints; pass --resume" in again.output
+    assert again.exit_code != 0 and "already holds a run (step_00000004.pt); pass --resume" in again.output
     resumed = CliRunner().invoke(cli, _train_args(folders, run_dir, "--resume"))
     assert resumed.exit_code == 0 and "for 4 steps" in resumed.output
 
@@ -122,7 +122,7 @@ def test_dry_run_and_bad_arguments(folders, tmp_path):
     assert dry.exit_code == 0 and json.loads(dry.output)["config"]["batch_size"] == 2
     assert not (tmp_path / "dry").exists()
     odd = runner.invoke(cli, _train_args(folders, tmp_path / "odd", "--size", "33"))  # the last --size wins
-    assert odd.exit_code != 0 and "expected --size a multiple of 2" in odd.output
+    assert odd.exit_code != 0 and "expected --size to be a multiple of 2" in odd.output
     missing = runner.invoke(cli, ["translate", "apply", "--translator", str(tmp_path / "none.pt"), "--direction",
                                   "a2b", "--images", str(tmp_path), "--out", str(tmp_path / "o")])
     assert missing.exit_code == 2 and "does not exist" in missing.output

@@ -1,4 +1,7 @@
+import ast
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +22,7 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="step_1.pt"):
         load_checkpoint(bad)
-    with pytest.raises(FileNotFoundError, match="drop --resume"):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
 
 
@@ -34,3 +37,67 @@ def test_rng_state_restores_every_generator():
 def test_negative_seed_is_rejected():
     with pytest.raises(ValueError, match="expected seed >= 0, got -1"):
         seed_everything(-1)
+
+
+class _Payload:
+    """Unpickling this object calls os.system: what a crafted model file would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def booby_trapped_file(path: Path, marker: Path) -> Path:
+    """A torch file that looks like a segmenter but runs ``touch marker`` when unpickled with weights_only=False."""
+    torch.save({"format": "cxr-transfer-segmenter", "state_dict": {"w": torch.ones(1)}, "metadata": _Payload(marker)},
+               path)
+    return path
+
+
+def test_booby_trapped_checkpoint_is_refused_and_its_payload_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = booby_trapped_file(tmp_path / "model.pt", marker)
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(evil)
+    message = str(info.value)
+    assert "refusing to load" in message and "model.pt" in message and "\n" not in message
+    assert not marker.exists(), "the pickle's payload ran"
+
+
+def test_resumed_rng_state_is_data_only_and_restores_from_a_checkpoint(tmp_path):
+    seed_everything(11)
+    save_checkpoint(tmp_path / "c.pt", {"rng": get_rng_state()})
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    set_rng_state(load_checkpoint(tmp_path / "c.pt")["rng"])  # weights_only load: plain types and tensors only
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _calls(name: str):
+    for folder in ("runtime", "segmentation", "translation", "transfer", "experiments", "benchmarks"):
+        for path in sorted((_ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == name:
+                    yield path.relative_to(_ROOT), node
+
+
+def test_every_torch_load_is_data_only_onto_the_cpu():
+    """torch.load with weights_only=False runs code; map_location=<device> puts RNG states on a GPU (which
+    torch.set_rng_state refuses). Every load in the code base is weights_only=True onto the CPU."""
+    bad = []
+    for path, node in _calls("load"):
+        if getattr(node.func, "value", None) is None or getattr(node.func.value, "id", None) != "torch":
+            continue
+        keywords = {k.arg: k.value for k in node.keywords}
+        safe = (isinstance(keywords.get("weights_only"), ast.Constant) and keywords["weights_only"].value is True
+                and isinstance(keywords.get("map_location"), ast.Constant) and keywords["map_location"].value == "cpu")
+        if not safe:
+            bad.append(f"{path}:{node.lineno}")
+    assert not bad, f"torch.load without weights_only=True, map_location='cpu': {bad}"
+    devices = [f"{path}:{node.lineno}" for path, node in _calls("load_checkpoint")
+               if any(k.arg == "map_location" for k in node.keywords)]
+    assert not devices, f"load_checkpoint with a map_location: {devices}"

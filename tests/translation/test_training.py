@@ -13,6 +13,7 @@ import torch
 
 from segmentation.data.phantoms import make_phantoms
 from translation import create_translator, load_translator
+from translation.metrics import feature_net
 from translation.training import TranslationConfig, _ConstantThenLinearDecay, train_translator, translate_batches
 
 SIZE = 32
@@ -134,6 +135,37 @@ def test_resume_after_interruption_is_exact(data, tmp_path):
     assert pools and all(len(x) == len(y) and all(torch.equal(u, v) for u, v in zip(x, y)) for x, y in pools)
     assert resumed.history == full.history
     assert "resumed from step_00000003.pt" in (tmp_path / "cut" / "train.log").read_text()
+
+
+def test_resume_in_a_new_process_is_exact_after_evaluations(data, tmp_path):
+    """A killed run resumed by a new process (the KID feature net is built again, at another step) stays exact."""
+    config = _config(iterations=10, checkpoint_every=3, eval_every=2)
+    feature_net.cache_clear()  # a new process: the cached feature net of earlier tests must not hide a draw
+    full = train_translator(_tiny(), data["a"], data["b"], config, tmp_path / "full", held_out_a=data["held_a"],
+                            held_out_b=data["held_b"])
+    interrupted = _tiny()
+    original = interrupted.generator_losses
+    calls = {"n": 0}
+
+    def crash(a, b, fakes=None):
+        calls["n"] += 1
+        if calls["n"] == 8:  # during step 8, after the checkpoint of step 6 and the evaluations of steps 2, 4, 6
+            raise KeyboardInterrupt
+        return original(a, b, fakes=fakes)
+
+    interrupted.generator_losses = crash
+    feature_net.cache_clear()
+    with pytest.raises(KeyboardInterrupt):
+        train_translator(interrupted, data["a"], data["b"], config, tmp_path / "cut", held_out_a=data["held_a"],
+                         held_out_b=data["held_b"])
+    feature_net.cache_clear()  # the resuming process builds the feature net at step 8, not at step 2
+    resumed = train_translator(_tiny(seed=5), data["a"], data["b"], config, tmp_path / "cut", resume=True,
+                               held_out_a=data["held_a"], held_out_b=data["held_b"])
+    differ = [name for (name, p), q in zip(full.translator.state_dict().items(),
+                                           resumed.translator.state_dict().values())
+              if isinstance(p, torch.Tensor) and not torch.equal(p, q)]
+    assert not differ, f"{len(differ)} tensors differ from the uninterrupted run, e.g. {differ[:3]}"
+    assert resumed.history == full.history
 
 
 @pytest.mark.parametrize("sync_every", [1, 3])
