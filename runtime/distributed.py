@@ -7,9 +7,13 @@ process group is torch's.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from runtime.device import resolve_device
 
 
 def _initialized() -> bool:
@@ -80,3 +84,39 @@ def all_reduce_gradients(parameters) -> None:  # noqa: ANN001 - any iterable of 
 def rank_seed(seed: int) -> int:
     """A per-rank seed for data order: ``seed`` itself on rank 0 (single-process runs are unchanged)."""
     return seed + 1_000_003 * get_rank()
+
+
+def launched_by_torchrun() -> bool:
+    """True when this process is one of several started by ``torchrun`` (``WORLD_SIZE`` > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the process group ``torchrun`` describes and return this rank's device; outside torchrun, the device.
+
+    NCCL with ``cuda:LOCAL_RANK`` when CUDA is available and ``device`` allows it ("auto" or "cuda"), Gloo on the
+    CPU otherwise. Idempotent: a second call reuses the group.
+
+    Raises:
+        ValueError: for a device name that names one GPU (``cuda:1``) under torchrun: each rank takes its own.
+    """
+    if not launched_by_torchrun():
+        return resolve_device(device)
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"expected --device auto, cuda or cpu under torchrun (each rank takes cuda:LOCAL_RANK), got "
+                         f"{device!r}")
+    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(local)
+        return local
+    return torch.device("cpu")
+
+
+def close_distributed() -> None:
+    """Wait for every rank, then leave the process group (no-op when there is none)."""
+    if _initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from runtime import atomic_write_json, config_to_dict, progress, resolve_device, seed_everything
+from runtime.distributed import close_distributed, init_distributed, is_main_process
 from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
 from segmentation.data.dataset import load_dataset, resize_images
 from segmentation.data.formats import SOURCE_SUFFIXES, list_files, read_source_image
@@ -137,7 +138,7 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
         click.echo(json.dumps(resolved, indent=2))
         return
     try:
-        target = resolve_device(device)
+        target = init_distributed(device)  # under torchrun: join the group, take cuda:LOCAL_RANK (or the CPU)
         check_writable(run_dir, "--run-dir")
         held = sorted((run_dir / "checkpoints").glob("step_*.pt")) if (run_dir / "checkpoints").is_dir() else []
         if resume and not held:
@@ -161,14 +162,19 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
         raise click.ClickException(str(err)) from err
     train_a, held_a = _held_out(images_a * 2 - 1, held_out, seed)
     train_b, held_b = _held_out(images_b * 2 - 1, held_out, seed + 1)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "command.json", resolved)
+    if is_main_process():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "command.json", resolved)
     try:
         result = train_translator(translator, train_a.to(target), train_b.to(target), config, run_dir, resume=resume,
                                   held_out_a=None if held_a is None else held_a.to(target),
                                   held_out_b=None if held_b is None else held_b.to(target))
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    main = is_main_process()
+    close_distributed()
+    if not main:  # rank 0 alone reports, as it alone wrote
+        return
     last = result.history[-1] if result.history else {}
     figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("hist/", "kid/")))
     click.echo(f"trained {model} for {result.steps} steps in {result.seconds:.0f} s; {figures}")
