@@ -10,6 +10,7 @@ from typing import Any, Callable
 import click
 
 from transfer.config import METHODS, PAPER_FRACTIONS, SELECTION_RULES, ExperimentConfig, TransferConfig
+from runtime.distributed import launched_by_torchrun
 
 
 def _csv_floats(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -173,6 +174,7 @@ def run(method: str, fraction: float, seed: int, **opts: Any) -> None:
     if opts["dry_run"]:
         _print_config(config)
         return
+    _refuse_torchrun("run")
     from transfer.sweep import run_sweep
 
     rows = run_sweep(config, [method], [fraction], [seed], log=click.echo)
@@ -204,6 +206,7 @@ def sweep(methods: tuple[str, ...], fractions: tuple[float, ...], seeds: tuple[i
         _print_config(base, {"methods": list(methods), "fractions": list(fractions), "seeds": list(seeds),
                              "jobs": jobs})
         return
+    _refuse_torchrun("sweep")
     import time
 
     from transfer.report import write_report
@@ -214,6 +217,14 @@ def sweep(methods: tuple[str, ...], fractions: tuple[float, ...], seeds: tuple[i
     click.echo(f"sweep finished: {len(rows)} cells in {time.perf_counter() - start:.1f} s")
     paths = write_report(base.out)
     click.echo(Path(paths["markdown"]).read_text())
+
+
+def _refuse_torchrun(command: str) -> None:
+    """Cells are not yet split across ranks: under torchrun every rank would train and write the same cell."""
+    if launched_by_torchrun():
+        raise click.ClickException(f"experiment {command} does not run under torchrun yet (every rank would write the "
+                                   "same cell); start it as one process, and use experiment sweep --jobs N to run "
+                                   "cells side by side")
 
 
 @experiment.command(name="report")

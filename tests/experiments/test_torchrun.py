@@ -83,3 +83,14 @@ def test_each_rank_reads_a_disjoint_share(monkeypatch, tmp_path):
         seen[rank] = [int(v) for step in range(trainer.steps_per_epoch) for v in trainer.batch(step)[0][:, 0, 0, 0]]
     assert not set(seen[0]) & set(seen[1]), seen
     assert sorted(seen[0] + seen[1]) == list(range(16)), seen
+
+
+def test_experiment_run_under_torchrun_is_refused_before_anything_is_written(folders):
+    out = folders["root"] / "exp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}
+    result = subprocess.run([sys.executable, "-m", "experiments", "experiment", "run", "--method", "source_only",
+                             "--fraction", "0", "--source", str(folders["a"]), "--target", str(folders["b"]),
+                             "--out", str(out), "--size", "32", "--device", "cpu"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 1 and "does not run under torchrun yet" in result.stderr, result.stderr
+    assert not out.exists()
