@@ -12,6 +12,7 @@ from typing import Any
 
 from translation.base import Translator
 from translation.cyclegan import CycleGAN
+from translation.inference import translate_image
 from translation.io import load_translator, save_translator
 from translation.munit import MUNIT
 from translation.unit import UNIT
@@ -47,4 +48,4 @@ def create_translator(name: str, preset: str = "default", **kwargs: Any) -> Tran
 
 
 __all__ = ["CycleGAN", "MUNIT", "TRANSLATORS", "Translator", "UNIT", "create_translator", "load_translator",
-           "save_translator"]
+           "save_translator", "translate_image"]

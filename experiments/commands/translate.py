@@ -8,6 +8,7 @@ one library function runs (:func:`translation.training.train_translator`); ``app
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -191,21 +192,38 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
 @click.option("--images", "images_dir", type=_DIR, required=True,
               help="Folder of images (PNG, JPEG, TIFF; DICOM with pydicom), or a prepared dataset folder.")
 @click.option("--out", type=_OUT, required=True, help="Output folder: <id>.png at each input's size and bit depth.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Files read at a time; those of equal size are translated together.")
+@click.option("--tile", type=click.IntRange(min=1), default=None,
+              help="Translate images larger than N x N in N x N tiles (a multiple of the translator's divisor) "
+                   "with feathered seams, for images too large for memory; tiles of at least the training size keep "
+                   "instance-norm statistics close to training's. Default: whole images.")
+@click.option("--overlap", type=click.IntRange(min=0), default=32, show_default=True,
+              help="Pixels shared by neighbouring tiles (with --tile).")
+@click.option("--resize-to-training-size", "resize", is_flag=True,
+              help="Former behaviour: resize each image to the training size, translate, resize back (blurs "
+                   "larger images).")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def apply(translator_file: Path, direction: str, images_dir: Path, out: Path, batch_size: int, device: str,
-          quiet: bool) -> None:
-    """Translate a folder of new images with a saved translator.
+def apply(translator_file: Path, direction: str, images_dir: Path, out: Path, batch_size: int, tile: int | None,
+          overlap: int, resize: bool, device: str, quiet: bool) -> None:
+    """Translate a folder of new images with a saved translator, at each image's own size.
 
-    Each image is scaled to [-1, 1], resized (anti-aliased) to the translator's training size, translated in
-    batches, resized back to its own size and written as PNG (8-bit, or 16-bit for deeper sources), atomically.
+    Each image is scaled to [-1, 1] and translated at its own size by the fully convolutional generator
+    (translation.translate_image): padded by reflection to a multiple of the translator's
+    divisor and cropped back, whole or, with --tile, in overlapping tiles blended across the seams. Files are read
+    --batch-size at a time and those of equal size translated as one batch. With --resize-to-training-size each
+    image is instead resized (anti-aliased) to the training size, translated and resized back. Outputs are PNG
+    (8-bit, or 16-bit for deeper sources), written atomically.
 
     \b
-    Example:
+    Examples:
       cxr-transfer translate apply --translator runs/m2j/translator.pt --direction a2b --images new_site/ --out out/
+      cxr-transfer translate apply --translator runs/m2j/translator.pt --direction a2b --images big/ --out out/ \\
+          --tile 512 --overlap 64
     """
     from translation import load_translator
+    from translation.inference import check_tiling
 
     try:
         check_writable(out, "--out")
@@ -213,10 +231,19 @@ def apply(translator_file: Path, direction: str, images_dir: Path, out: Path, ba
         translator, metadata = load_translator(translator_file, map_location=target)
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err
+    divisor = int(getattr(translator, "required_divisor", 1))
     size = metadata.get("image_size")
-    if not size:
-        raise click.ClickException(f"{translator_file}: no image_size in its metadata; save it with train_translator")
-    size = (int(size[0]), int(size[1]))
+    if resize and not size:
+        raise click.ClickException(f"{translator_file}: no image_size in its metadata, needed by "
+                                   "--resize-to-training-size; save it with train_translator or drop the option")
+    size = (int(size[0]), int(size[1])) if resize else None
+    if tile is not None and resize:
+        raise click.ClickException("--tile and --resize-to-training-size exclude each other: the training size "
+                                   "already bounds memory; drop one")
+    try:
+        check_tiling(divisor, tile, overlap)
+    except ValueError as err:
+        raise click.ClickException(f"--tile {tile} --overlap {overlap} for {translator_file.name}: {err}") from err
     folder = images_dir / "images" if (images_dir / "images").is_dir() else images_dir
     try:
         files = list_files(folder, SOURCE_SUFFIXES)
@@ -233,13 +260,40 @@ def apply(translator_file: Path, direction: str, images_dir: Path, out: Path, ba
             sources = [read_source_image(p) for p in chunk]
         except DataError as err:
             raise click.ClickException(str(err)) from err
-        batch = torch.cat([resize_images(_to_unit(s), size) for s in sources]) * 2 - 1
-        with torch.no_grad():
-            fake = fn(batch.to(target)).float().cpu()
-        for path, source, image in zip(chunk, sources, fake):
-            back = resize_images(((image + 1) / 2)[None], tuple(source.array.shape))[0, 0].clamp(0, 1).numpy()
+        if resize:
+            fakes = _translate_resized(fn, sources, size, target)
+        else:
+            fakes = _translate_native(fn, sources, divisor, tile, overlap, target)
+        for path, source, image in zip(chunk, sources, fakes):
             deep = source.bits_stored > 8
-            array = np.round(back * (65535 if deep else 255)).astype(np.uint16 if deep else np.uint8)
+            array = np.round(image * (65535 if deep else 255)).astype(np.uint16 if deep else np.uint8)
             write_png(out / f"{path.stem}.png", array)
             done += 1
     click.echo(f"translated {done} image(s) {direction} with {translator_file.name} into {out}")
+
+
+def _translate_resized(fn: Callable[[torch.Tensor], torch.Tensor], sources: list, size: tuple[int, int],
+                       target: torch.device) -> list[np.ndarray]:
+    """The former ``apply``: resize to ``size``, translate as one batch, resize back; ``[H, W]`` arrays in [0, 1]."""
+    batch = torch.cat([resize_images(_to_unit(s), size) for s in sources]) * 2 - 1
+    with torch.no_grad():
+        fake = fn(batch.to(target)).float().cpu()
+    return [resize_images(((image + 1) / 2)[None], tuple(source.array.shape))[0, 0].clamp(0, 1).numpy()
+            for source, image in zip(sources, fake)]
+
+
+def _translate_native(fn: Callable[[torch.Tensor], torch.Tensor], sources: list, divisor: int, tile: int | None,
+                      overlap: int, target: torch.device) -> list[np.ndarray]:
+    """Translate at each image's own size, equal sizes as one batch; ``[H, W]`` arrays in [0, 1], in input order."""
+    from translation.inference import translate_image
+
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, source in enumerate(sources):
+        groups.setdefault(tuple(source.array.shape), []).append(i)
+    results: list[np.ndarray | None] = [None] * len(sources)
+    for members in groups.values():
+        batch = torch.cat([_to_unit(sources[i]) for i in members]) * 2 - 1
+        fake = translate_image(fn, batch.to(target), divisor, tile=tile, overlap=overlap).float().cpu()
+        for i, image in zip(members, fake):
+            results[i] = ((image[0] + 1) / 2).clamp(0, 1).numpy()
+    return results

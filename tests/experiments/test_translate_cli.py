@@ -10,9 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from experiments.cli import cli
+from segmentation.data.dataset import resize_images
 from segmentation.data.io import read_image, write_png
 from segmentation.data.phantoms import write_phantom_dataset
-from translation import load_translator
+from translation import load_translator, translate_image
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,6 +90,96 @@ def test_apply_translates_a_folder_at_any_size(folders, trained_run, tmp_path):
     got = read_image(out / "same_size.png")
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1  # batch of 2 vs 1: float rounding at most
     assert not np.array_equal(got, same)  # it did translate
+
+
+def _apply(run_dir, images, out, *extra):
+    return CliRunner().invoke(cli, ["translate", "apply", "--translator", str(run_dir / "translator.pt"),
+                                    "--direction", "a2b", "--images", str(images), "--out", str(out), "--device",
+                                    "cpu", "--quiet", *extra], catch_exceptions=False)
+
+
+def _expected(fn, image, **kwargs):
+    """What `apply` writes for an 8-bit ``image`` at its own size: translate_image, then quantised to 8 bits."""
+    x = torch.from_numpy(image.astype(np.float32) / 255)[None, None] * 2 - 1
+    y = translate_image(fn, x, 2, **kwargs)
+    return np.round(((y + 1) / 2).clamp(0, 1)[0, 0].numpy() * 255).astype(np.uint8)
+
+
+@pytest.fixture()
+def new_images(tmp_path):
+    """Sharp 8-bit images at 2x the 32-pixel training size, at a size off the divisor, and a 64 x 80 one."""
+    rng = np.random.default_rng(3)
+    folder = tmp_path / "new"
+    arrays = {"big_1": rng.integers(0, 256, (64, 64), dtype=np.uint8),
+              "big_2": rng.integers(0, 256, (64, 64), dtype=np.uint8),
+              "odd": rng.integers(0, 256, (51, 69), dtype=np.uint8),
+              "wide": rng.integers(0, 256, (64, 80), dtype=np.uint8)}
+    for name, array in arrays.items():
+        write_png(folder / f"{name}.png", array)
+    return folder, arrays
+
+
+def test_apply_at_native_size(trained_run, new_images, tmp_path):
+    """A 32-pixel translator runs at 64 px and at 51 x 69 (padded to 52 x 70, cropped), equal sizes batched."""
+    run_dir, _ = trained_run
+    folder, arrays = new_images
+    result = _apply(run_dir, folder, tmp_path / "out", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    assert "translated 4 image(s) a2b" in result.output
+    translator, _ = load_translator(run_dir / "translator.pt")
+    for name, array in arrays.items():
+        got = read_image(tmp_path / "out" / f"{name}.png")
+        assert got.shape == array.shape
+        # big_1 and big_2 ran as one batch of 2: float rounding may move a value by one 8-bit level at most
+        assert np.abs(got.astype(int) - _expected(translator.a_to_b, array).astype(int)).max() <= 1
+    again = _apply(run_dir, folder, tmp_path / "again", "--batch-size", "4")
+    assert again.exit_code == 0, again.output
+    for name in arrays:  # applying twice is bit-identical
+        assert (tmp_path / "out" / f"{name}.png").read_bytes() == (tmp_path / "again" / f"{name}.png").read_bytes()
+
+
+def test_apply_in_tiles(trained_run, new_images, tmp_path):
+    run_dir, _ = trained_run
+    folder, arrays = new_images
+    result = _apply(run_dir, folder, tmp_path / "out", "--batch-size", "1", "--tile", "32", "--overlap", "8")
+    assert result.exit_code == 0, result.output
+    translator, _ = load_translator(run_dir / "translator.pt")
+    for name, array in arrays.items():
+        got = read_image(tmp_path / "out" / f"{name}.png")
+        assert np.array_equal(got, _expected(translator.a_to_b, array, tile=32, overlap=8))
+
+
+def test_apply_resized_to_the_training_size_is_the_former_behaviour(trained_run, new_images, tmp_path):
+    """--resize-to-training-size writes exactly what `apply` wrote before native sizes (the former code, inline)."""
+    run_dir, _ = trained_run
+    folder, arrays = new_images
+    result = _apply(run_dir, folder, tmp_path / "out", "--resize-to-training-size")  # one batch of 4 (default 8)
+    assert result.exit_code == 0, result.output
+    translator, _ = load_translator(run_dir / "translator.pt")
+    names = sorted(arrays)
+    batch = torch.cat([resize_images(torch.from_numpy(arrays[n].astype(np.float32) / 255)[None, None].clamp_(0, 1),
+                                     (32, 32)) for n in names]) * 2 - 1
+    with torch.no_grad():
+        fake = translator.a_to_b(batch).float().cpu()
+    native = tmp_path / "native"
+    assert _apply(run_dir, folder, native).exit_code == 0
+    for name, image in zip(names, fake):
+        back = resize_images(((image + 1) / 2)[None], arrays[name].shape)[0, 0].clamp(0, 1).numpy()
+        expected = np.round(back * 255).astype(np.uint8)
+        assert np.array_equal(read_image(tmp_path / "out" / f"{name}.png"), expected)
+        assert not np.array_equal(read_image(native / f"{name}.png"), expected)  # the default no longer resizes
+
+
+def test_apply_bad_tiles(trained_run, new_images, tmp_path):
+    run_dir, _ = trained_run
+    folder, _ = new_images
+    odd = _apply(run_dir, folder, tmp_path / "o", "--tile", "33")
+    assert odd.exit_code == 1 and "expected tile to be a multiple of the translator's divisor 2, got 33" in odd.output
+    wide = _apply(run_dir, folder, tmp_path / "o", "--tile", "32", "--overlap", "31")
+    assert wide.exit_code == 1 and "expected overlap <= tile - divisor = 30, got 31" in wide.output
+    both = _apply(run_dir, folder, tmp_path / "o", "--tile", "32", "--resize-to-training-size")
+    assert both.exit_code == 1 and "--tile and --resize-to-training-size exclude each other" in both.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_apply_reads_dicom(trained_run, tmp_path):
