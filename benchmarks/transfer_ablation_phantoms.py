@@ -54,7 +54,8 @@ def run_seed(seed: int, configs: list[str], size: int = 32) -> dict[str, float]:
     from segmentation.training import SegmentationConfig, probabilities_to_masks
     from transfer.baselines import train_source_segmenter
     from transfer.config import TransferConfig
-    from transfer.orchestrator import TransferOrchestrator, predict_views
+    from transfer.orchestrator import TransferOrchestrator
+    from transfer.prediction import predict_views
     from transfer.selection import Selector
     from translation import create_translator
 

@@ -48,11 +48,12 @@ def main() -> None:
     from segmentation.metrics import evaluate_masks
     from segmentation.training import probabilities_to_masks
     from transfer.config import ExperimentConfig, TransferConfig
-    from transfer.orchestrator import TransferOrchestrator, predict_views
+    from transfer.orchestrator import TransferOrchestrator
+    from transfer.prediction import predict_views
     from transfer.protocol import target_splits
     from transfer.selection import Selector
-    from transfer.sweep import (_build_translator, _norm, _warmup_file, load_cell_data, source_model,
-                                source_splits)
+    from transfer.shared import (build_translator, load_cell_data, normalizer, source_model, source_splits,
+                                 warmup_file)
 
     transfer = TransferConfig(iterations=args.iterations, warmup_iterations=args.warmup,
                               steps_per_epoch=args.eval_every, batch_size=8, seed=args.seed
@@ -70,7 +71,7 @@ def main() -> None:
     src_splits = source_splits(source, exp)
     src_train, src_val = source.subset(src_splits["train"]), source.subset(src_splits["val"])
     train, val, test = (target.subset(splits[k]) for k in ("train", "val", "test"))
-    norm = _norm(exp)
+    norm = normalizer(exp)
     selector = Selector(transfer.selection, norm, source_val=(src_val.images, src_val.masks),
                         target_images=torch.cat([train.images, val.images]), source_masks=src_train.masks,
                         views=transfer.predict_views)
@@ -100,8 +101,8 @@ def main() -> None:
 
     source_only = oracle(predict_views(torch.nn.Identity(), m_a, test.images, norm, ("direct",)))
     print(f"source-only Jaccard on the {len(test)} test images: {source_only:.2f}", flush=True)
-    path, key = _warmup_file(exp, src_train.ids, train.ids)
-    orch = TransferOrchestrator(_build_translator(exp, device), copy.deepcopy(m_a), transfer, normalize=norm)
+    path, key = warmup_file(exp, src_train.ids, train.ids)
+    orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(m_a), transfer, normalize=norm)
     result = orch.fit(src_train.images, src_train.masks, train.images, None, study, warmup_cache=path, warmup_key=key)
     for row in result.history:
         row["source_only"] = source_only

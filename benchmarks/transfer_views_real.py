@@ -6,7 +6,7 @@ test split the per-image Jaccard of each prediction variant of ``transfer.orches
 M_A(G_BA(b)), averages with the direct view M_A(b) and with horizontal flips, and source-only M_A(b) (+ flip) as the
 baselines. Prints mean +- sd (per-image), failures (< 0.8) and the Wilcoxon test of each variant against source-only.
 
-Usage: python benchmarks/transfer_views_real.py [--cell runs/cpu_sweep_128/cells/transfer/f0.0000/s0]
+Usage: python benchmarks/transfer_views_real.py [--cell runs/cpu_sweep_128/cells/transfer/f0.0000/s0-<hash>]
 """
 
 from __future__ import annotations
@@ -37,12 +37,13 @@ def main() -> None:
     from segmentation.metrics import evaluate_masks
     from segmentation.training import load_segmenter, probabilities_to_masks
     from transfer.config import ExperimentConfig
-    from transfer.orchestrator import predict_views
-    from transfer.sweep import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR, load_cell_data
+    from transfer.prediction import predict_views
+    from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
+    from transfer.shared import load_cell_data
     from translation import load_translator
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cell", default="runs/cpu_sweep_128/cells/transfer/f0.0000/s0")
+    parser.add_argument("--cell", required=True, help="a transfer cell folder, e.g. runs/cpu_sweep_128/cells/transfer/f0.0000/s0-<hash>")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cell = Path(args.cell)

@@ -1221,8 +1221,3 @@ def predict_folder(model_paths: Sequence[str | os.PathLike], images_dir: str | o
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)}); check --images")
     return predict_files(models, paths, out_dir, config, batch_size=batch_size, postprocess=postprocess,
                          overlays=overlays)
-
-
-def copy_state(model: nn.Module) -> dict[str, Tensor]:
-    """A CPU copy of a (possibly wrapped) model's state dict, e.g. to compare or restore weights."""
-    return {k: v.detach().cpu().clone() for k, v in unwrap(model).state_dict().items()}

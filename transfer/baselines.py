@@ -16,13 +16,13 @@ from __future__ import annotations
 import copy
 import math
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from segmentation.data.dataset import CXRData
+from segmentation.data.preprocessing import match_histograms
 from segmentation.training import (
     SegmentationConfig,
     build_segmenter,
@@ -100,8 +100,6 @@ def histogram_matched(images: Tensor, reference: Tensor) -> Tensor:
     Shape:
         images ``[N, 1, H, W]`` and reference ``[M, 1, H', W']`` in ``[0, 1]`` -> ``[N, 1, H, W]``.
     """
-    from segmentation.data.preprocessing import match_histograms
-
     return match_histograms(images, reference)
 
 
@@ -142,8 +140,3 @@ def from_scratch(labelled: CXRData | None, config: SegmentationConfig,
     model = build_segmenter(config)
     train_segmenter(model, labelled, None, config, run_dir=run_dir, resume=run_dir is not None)
     return model
-
-
-def cell_dir(root: str | os.PathLike, exp: ExperimentConfig) -> Path:
-    """Folder of one experiment cell under the sweep root."""
-    return Path(root) / "cells" / exp.cell_name

@@ -33,16 +33,19 @@ from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoi
 from runtime.distributed import is_main_process, rank_indices, rank_seed, unwrap
 from runtime.logging import RunLogger, progress
 from runtime.seed import get_rng_state, seed_everything, set_generator_state, set_rng_state
+from segmentation.data.augmentation import Augmenter
+from segmentation.data.preprocessing import normalize
+from segmentation.losses import create_loss
 from transfer.config import TransferConfig
+from transfer.prediction import predict_target, predict_views
+from transfer.selection import ShapePrior
 from transfer.steps import (
     SupervisedBatch,
     SupervisedWeights,
     discriminative_step,
-    from_translator,
     frozen,
     generative_step,
     supervised_step,
-    to_translator,
 )
 
 Selector = Callable[[nn.Module, nn.Module], dict[str, float]]
@@ -254,8 +257,6 @@ class TransferOrchestrator:
 
     def _augmenter(self, device: torch.device) -> nn.Module:
         if self.augmenter is None:
-            from segmentation.data.augmentation import Augmenter
-
             self.augmenter = Augmenter(seed=rank_seed(self.config.seed + 20)).to(device)
         return self.augmenter
 
@@ -372,8 +373,6 @@ class TransferOrchestrator:
         """
         c, start = self.config, time.perf_counter()
         if c.pseudo_filter == "shape":
-            from transfer.selection import ShapePrior
-
             self.shape_prior = ShapePrior.fit(source_masks)
         ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
         latest = latest_checkpoint(ckpt_dir, "iter_*.pt") if (resume and ckpt_dir is not None) else None
@@ -530,82 +529,6 @@ class TransferOrchestrator:
         set_rng_state(state["rng"])
 
 
-@torch.no_grad()
-def predict_target(translator: nn.Module, segmenter: nn.Module, images: Tensor,
-                   normalize: Callable[[Tensor], Tensor]) -> Tensor:
-    """Logits of M_A(G_BA(b)) in eval mode (train modes restored).
-
-    Shape:
-        images: ``[N, 1, H, W]`` in ``[0, 1]`` -> logits ``[N, K, H, W]``.
-    """
-    translator, segmenter = unwrap(translator), unwrap(segmenter)
-    modes = (translator.training, segmenter.training)
-    translator.eval()
-    segmenter.eval()
-    try:
-        return segmenter(normalize(from_translator(translator.b_to_a(to_translator(images))))).float()
-    finally:
-        translator.train(modes[0])
-        segmenter.train(modes[1])
-
-
-@torch.no_grad()
-def predict_views(translator: nn.Module, segmenter: nn.Module, images: Tensor,
-                  normalize: Callable[[Tensor], Tensor], views: Sequence[str] = ("translated",)) -> Tensor:
-    """Mean probability of M_A over several views of target images (a test-time stabiliser beyond the paper).
-
-    ``"translated"``: M_A(G_BA(b)), the paper's prediction; ``"direct"``: M_A(b); ``"translated_flip"`` /
-    ``"direct_flip"``: the same on the horizontally flipped image, flipped back.
-
-    Args:
-        translator / segmenter: the models (eval mode is set and restored by :func:`predict_target`).
-        images: ``[N, 1, H, W]`` in ``[0, 1]``.
-        normalize: segmenter input normalisation.
-        views: names from ``transfer.config.PREDICT_VIEWS``.
-
-    Returns:
-        Probabilities ``[N, K, H, W]`` (float32).
-
-    Raises:
-        ValueError: on an empty or unknown view list.
-    """
-    from transfer.config import PREDICT_VIEWS
-
-    if not views or any(v not in PREDICT_VIEWS for v in views):
-        raise ValueError(f"expected views from {PREDICT_VIEWS}, got {tuple(views)}")
-    total, home = None, images.device
-    images = images.to(module_device(segmenter))  # the caller's images may live elsewhere (CPU data, GPU model)
-    for view in views:
-        x = images.flip(-1) if view.endswith("_flip") else images
-        if view.startswith("translated"):
-            logits = predict_target(translator, segmenter, x, normalize)
-        else:
-            logits = _predict_direct(segmenter, x, normalize)
-        probs = torch.sigmoid(logits)
-        probs = probs.flip(-1) if view.endswith("_flip") else probs
-        total = probs if total is None else total + probs
-    return (total / len(views)).to(home)
-
-
-def module_device(module: nn.Module) -> torch.device:
-    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
-    module = unwrap(module)
-    for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-@torch.no_grad()
-def _predict_direct(segmenter: nn.Module, images: Tensor, normalize: Callable[[Tensor], Tensor]) -> Tensor:
-    segmenter = unwrap(segmenter)
-    mode = segmenter.training
-    segmenter.eval()
-    try:
-        return segmenter(normalize(images)).float()
-    finally:
-        segmenter.train(mode)
-
-
 def _warmup_key(model: nn.Module, config: TransferConfig, key: str) -> str:
     payload = json.dumps({"name": type(model).__name__, "config": getattr(model, "config", None),
                           "iterations": config.warmup_iterations, "batch": config.batch_size, "seed": config.seed,
@@ -621,23 +544,11 @@ def _keep_latest(folder: Path, keep: int) -> None:
 
 
 def _default_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    from segmentation.losses import create_loss
-
     return create_loss(name, mode="multilabel")
 
 
 def _default_normalize(mode: str) -> Callable[[Tensor], Tensor]:
-    from segmentation.data.preprocessing import normalize
-
     return lambda images: normalize(images, mode)
 
 
-def stack_labelled(images: Tensor | None, masks: Tensor | None) -> tuple[Tensor, Tensor] | None:
-    """``(images, masks)`` or None when there is no labelled image."""
-    if images is None or masks is None or len(images) == 0:
-        return None
-    return images, masks
-
-
-__all__: Sequence[str] = ("EMA", "ForeverIterator", "TransferOrchestrator", "TransferResult", "predict_target",
-                          "predict_views")
+__all__: Sequence[str] = ("EMA", "ForeverIterator", "TransferOrchestrator", "TransferResult")

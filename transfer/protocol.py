@@ -105,10 +105,6 @@ class TargetView:
         """Build the view of a ``CXRData`` (its masks are only touched when labels are read)."""
         return cls(data.images, data.masks, data.ids, labelled, data.classes)
 
-    @property
-    def fraction_labelled(self) -> float:
-        return len(self.labelled_ids) / max(1, len(self.ids))
-
     def labelled(self) -> CXRData | None:
         """The labelled subset as ``CXRData`` with masks (None at fraction 0, without reading any label)."""
         if not self.labelled_ids:

@@ -29,13 +29,22 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from runtime.io import atomic_path, atomic_write_text
 from segmentation.metrics import summarize, wilcoxon_test
-from transfer.config import METHODS
-from transfer.sweep import FRACTION_FREE, RESULTS, read_results
+from transfer.methods import METHODS as REGISTRY
+from transfer.results import RESULTS, read_results
+
+
+
+def _methods() -> tuple[str, ...]:
+    """Report order: the registry's (read at call time, so a method added to it is reported)."""
+    return tuple(REGISTRY)
+
+
+def _fraction_free() -> tuple[str, ...]:
+    return tuple(name for name, method in REGISTRY.items() if method.fraction_free)
 
 REFERENCE = "transfer"
 
@@ -54,19 +63,19 @@ def summarize_results(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
     Fraction-free methods (no target label) are repeated at every fraction present in ``rows``.
     """
-    fractions = sorted({float(r["fraction"]) for r in rows if r["method"] not in FRACTION_FREE} | {0.0})
+    fractions = sorted({float(r["fraction"]) for r in rows if r["method"] not in _fraction_free()} | {0.0})
     groups: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
         groups[(r["method"], float(r["fraction"]))].append(r)
     out = []
-    methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
+    methods = [m for m in _methods() if any(r["method"] == m for r in rows)]
     for fraction in fractions:
         for method in methods:
-            cell_rows = groups.get((method, 0.0 if method in FRACTION_FREE else fraction), [])
+            cell_rows = groups.get((method, 0.0 if method in _fraction_free() else fraction), [])
             if not cell_rows:
                 continue
             entry: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(cell_rows),
-                                     "n_labelled": cell_rows[0].get("n_labelled", 0) if method not in FRACTION_FREE
+                                     "n_labelled": cell_rows[0].get("n_labelled", 0) if method not in _fraction_free()
                                      else 0}
             for metric in ("jaccard", "dice"):
                 values = list(_pooled(cell_rows, metric).values()) or [float(r[metric]) for r in cell_rows]
@@ -80,7 +89,7 @@ def summarize_results(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
 
 def markdown_table(summary: Sequence[Mapping[str, Any]], metric: str = "jaccard") -> str:
     """Table II layout: one row per label fraction, one column per method, ``mean +- std`` in %."""
-    methods = [m for m in METHODS if any(s["method"] == m for s in summary)]
+    methods = [m for m in _methods() if any(s["method"] == m for s in summary)]
     fractions = sorted({s["fraction"] for s in summary})
     index = {(s["method"], s["fraction"]): s for s in summary}
     lines = ["| labels | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
@@ -109,10 +118,10 @@ def wilcoxon_rows(rows: Sequence[Mapping[str, Any]], reference: str = REFERENCE,
         if method != reference:
             continue
         ref = _pooled(ref_rows, metric)
-        for other in METHODS:
+        for other in _methods():
             if other == reference:
                 continue
-            other_rows = by_cell.get((other, 0.0 if other in FRACTION_FREE else fraction))
+            other_rows = by_cell.get((other, 0.0 if other in _fraction_free() else fraction))
             if not other_rows:
                 continue
             oth = _pooled(other_rows, metric)
@@ -141,14 +150,14 @@ def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for method in [m for m in METHODS if any(s["method"] == m for s in summary)]:
+    for method in [m for m in _methods() if any(s["method"] == m for s in summary)]:
         pts = sorted((s for s in summary if s["method"] == method), key=lambda s: s["fraction"])
         x = np.array([100 * s["fraction"] for s in pts])
         y = np.array([100 * s[f"{metric}_mean"] for s in pts])
         lo = np.array([100 * s[f"{metric}_ci_low"] for s in pts])
         hi = np.array([100 * s[f"{metric}_ci_high"] for s in pts])
         err = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
-        style = "--" if method in FRACTION_FREE else "-"
+        style = "--" if method in _fraction_free() else "-"
         ax.errorbar(x, y, yerr=err, label=method, marker="o", linestyle=style, capsize=3)
     ax.set_xscale("symlog", linthresh=1.0)
     ticks = sorted({100 * s["fraction"] for s in summary})
@@ -165,24 +174,51 @@ def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike
     return Path(path)
 
 
-def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None) -> dict[str, Path]:
+def select_identities(rows: Sequence[Mapping[str, Any]], identities: Sequence[str] | None = None
+                      ) -> list[Mapping[str, Any]]:
+    """The rows to pool: all of them when every (method, fraction, seed) has one configuration, else the rows whose
+    ``identity`` is in ``identities``.
+
+    Raises:
+        ValueError: when a (method, fraction, seed) holds cells of different configurations and ``identities`` does
+            not choose one of each (the message lists them).
+    """
+    if identities:
+        rows = [r for r in rows if r.get("identity") in set(identities)]
+    seen: dict[tuple[str, float, int], set[str]] = defaultdict(set)
+    for r in rows:
+        seen[(r["method"], float(r["fraction"]), int(r["seed"]))].add(str(r.get("identity", "")))
+    mixed = {k: sorted(v) for k, v in seen.items() if len(v) > 1}
+    if mixed:
+        (method, fraction, seed), ids = next(iter(sorted(mixed.items())))
+        raise ValueError(f"expected one configuration per cell, got {len(mixed)} cell(s) run with several, e.g. "
+                         f"{method} at {fraction:g} seed {seed}: {', '.join(ids)} (see identity.json in their cell "
+                         "folders); pass --identity for the ones to report")
+    return list(rows)
+
+
+def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None,
+                 identities: Sequence[str] | None = None) -> dict[str, Path]:
     """Write the table (Markdown + CSV), the Wilcoxon tests and the plot of a sweep folder.
 
     Args:
         runs: the sweep root (holding ``results.jsonl``).
         out: output folder (default: ``runs/report``).
+        identities: cell configuration hashes to report (needed when a cell was run with several configurations).
 
     Returns:
         Paths of the written files by kind.
 
     Raises:
         FileNotFoundError: when ``runs`` has no ``results.jsonl`` (run ``cxr-transfer experiment sweep`` first).
+        ValueError: when cells of different configurations would be pooled (see :func:`select_identities`).
     """
     runs = Path(runs)
     rows = read_results(runs / RESULTS)
     if not rows:
         raise FileNotFoundError(f"no results in {runs / RESULTS}; run `cxr-transfer experiment sweep --out {runs}` "
                                 "first, or point --runs at a sweep folder")
+    rows = select_identities(rows, identities)
     out = Path(out) if out is not None else runs / "report"
     summary = summarize_results(rows)
     tests = wilcoxon_rows(rows)
@@ -198,9 +234,10 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None) 
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "wilcoxon": out / "wilcoxon.csv",
              "plot": out / "jaccard_vs_fraction.png"}
     text += view_table(rows)
-    overlays = sorted((runs / "cells").glob("*/*/*/overlays.png"))
-    for path in overlays:  # qualitative PNGs of classes the target has no ground truth for (heart, clavicles...)
-        method, fraction, seed = path.parts[-4:-1]
+    cells = [(r["method"], f"f{float(r['fraction']):.4f}", f"s{int(r['seed'])}", r.get("identity")) for r in rows]
+    overlays = [(m, f, s, runs / "cells" / m / f / f"{s}-{i}" / "overlays.png") for m, f, s, i in sorted(cells)]
+    overlays = [o for o in overlays if o[3].is_file()]
+    for method, fraction, seed, path in overlays:  # qualitative PNGs of classes without target ground truth
         target = out / "overlays" / f"{method}_{fraction}_{seed}.png"
         with atomic_path(target) as tmp:
             Path(tmp).write_bytes(path.read_bytes())
@@ -286,8 +323,3 @@ def write_overlays(images: Tensor, masks: Tensor, classes: Sequence[str], path: 
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return Path(path)
-
-
-def to_masks(logits: Tensor) -> Tensor:
-    """Multi-label logits to bool masks (probability > 0.5)."""
-    return torch.as_tensor(logits) > 0

@@ -50,7 +50,9 @@ from torch import Tensor, nn
 
 from segmentation.metrics import confusion_counts, dice
 from transfer.config import SELECTION_RULES
+from transfer.prediction import predict_views
 from transfer.steps import from_translator, to_translator
+from translation.metrics import kid
 
 
 def mean_dice(pred: Tensor, target: Tensor) -> float:
@@ -135,8 +137,6 @@ class Selector:
             out["view_agreement"] = mean_dice(translated, probs["direct"] > 0.5)
             out.update(self._view_criteria([probs[view] for view in self.views]))
             if self.rule == "kid" and self.source_val is not None:
-                from translation.metrics import kid
-
                 fake_a = self._translate_b2a(translator, b)
                 out["kid"] = float(kid(fake_a, to_translator(self.source_val[0]), subset_size=min(50, len(b)),
                                        num_subsets=20)[0])
@@ -177,8 +177,6 @@ class Selector:
         return math.inf  # "last": every evaluation ties and the latest one wins
 
     def _view_probabilities(self, translator: nn.Module, segmenter: nn.Module, b: Tensor, view: str) -> Tensor:
-        from transfer.orchestrator import predict_views
-
         device = next(segmenter.parameters()).device
         return torch.cat([predict_views(translator, segmenter, b[i:i + self.batch_size].to(device), self.normalize,
                                         (view,)).cpu() for i in range(0, len(b), self.batch_size)])

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.device import autocast
-from runtime.distributed import all_reduce_gradients
+from runtime.distributed import all_reduce_gradients, unwrap
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Normalizer = Callable[[Tensor], Tensor]
@@ -273,6 +273,4 @@ def _channels(logits: Tensor, channels: list[int] | None) -> Tensor:
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
-    from runtime.distributed import unwrap
-
     return unwrap(model)

@@ -47,7 +47,7 @@ def run_demo(out: str | Path = "runs/demo", size: int = 32, n_source: int = 48, 
                             segmenter="unet", segmenter_kwargs={"depth": 3, "base_channels": 8},
                             translator="cyclegan", translator_preset="tiny", source_iterations=source_iterations,
                             finetune_iterations=max(1, source_iterations // 2), device=device, transfer=transfer)
-    methods = ["source_only", "histmatch", "finetune", "scratch", "transfer"]
+    methods = ["source_only", "histmatch", "finetune", "scratch", "transfer", "paper"]
     rows = run_sweep(base, methods, [0.0, fraction], [0], log=echo)
     paths = write_report(base.out, out / "report")
     seconds = time.perf_counter() - start

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from transfer.config import METHODS, PAPER_FRACTIONS, SELECTION_RULES, ExperimentConfig, TransferConfig
+from runtime.config import config_from_dict
 from runtime.distributed import launched_by_torchrun
+from transfer.config import PAPER_FRACTIONS, ExperimentConfig, TransferConfig
+from transfer.methods import METHODS, get_method
 
 
 def _csv_floats(_ctx: click.Context, _param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
@@ -44,64 +45,59 @@ def _csv_methods(_ctx: click.Context, _param: click.Parameter, value: str) -> tu
     return out
 
 
-def _json_dict(_ctx: click.Context, _param: click.Parameter, value: str) -> dict:
-    try:
-        out = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise click.BadParameter(f"expected a JSON object like '{{\"depth\": 4}}', got {value!r} ({err})") from None
-    if not isinstance(out, dict):
-        raise click.BadParameter(f"expected a JSON object, got {value!r}")
-    return out
+def _read_config_file(path: Path) -> dict[str, Any]:
+    """The ExperimentConfig fields of a JSON or YAML file (a cell's config.json is one)."""
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        try:
+            import yaml  # optional: YAML configs need PyYAML, JSON ones nothing
+        except ImportError:
+            raise click.BadParameter(f"{path}: YAML needs PyYAML (pip install pyyaml), or write the file as JSON",
+                                     param_hint="--config") from None
+        data = yaml.safe_load(text)
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise click.BadParameter(f"{path} is not valid JSON ({err})", param_hint="--config") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"expected a mapping of ExperimentConfig fields in {path}, got "
+                                 f"{type(data).__name__}", param_hint="--config")
+    return data
+
+
+#: the command-line options that set a field (option name -> dotted ExperimentConfig field)
+COMMON = {"method": "method", "fraction": "fraction", "seed": "seed", "source": "source", "target": "target",
+          "out": "out", "classes": "classes", "size": "size", "preset": "translator_preset",
+          "iterations": "transfer.iterations", "warmup": "transfer.warmup_iterations",
+          "batch_size": "transfer.batch_size", "device": "device"}
 
 
 def shared_options(func: Callable) -> Callable:
-    """Options common to `experiment run`, `experiment sweep` and `transfer train`."""
+    """Options common to `experiment run`, `experiment sweep` and `transfer train`: a --config file for every
+    field, plus the few set most often. A field is set in one place: given in both, the command refuses."""
     options = [
-        click.option("--source", type=click.Path(exists=True, file_okay=False), required=True,
+        click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     default=None, help="JSON or YAML of ExperimentConfig fields (a cell's config.json works), "
+                                        "e.g. {\"segmenter_kwargs\": {\"depth\": 3}, \"transfer\": "
+                                        "{\"weight_pseudo\": 0}}."),
+        click.option("--source", type=click.Path(exists=True, file_okay=False), default=None,
                      help="prepared source dataset folder (e.g. JSRT)."),
-        click.option("--target", type=click.Path(exists=True, file_okay=False), required=True,
+        click.option("--target", type=click.Path(exists=True, file_okay=False), default=None,
                      help="prepared target dataset folder (e.g. Montgomery)."),
-        click.option("--out", type=click.Path(file_okay=False), default="runs/sweep", show_default=True,
-                     help="sweep root: every cell, cache, TensorBoard log and results.jsonl go below it."),
-        click.option("--classes", default="lungs", show_default=True, help="comma-separated classes."),
-        click.option("--source-classes", default="", show_default=True,
-                     help="comma-separated classes of the source segmenter when it has more than the target is "
-                          "scored on (e.g. lungs,heart,clavicles); their predictions on target test images are drawn "
-                          "in overlays.png of the source_only and transfer cells and in the report."),
-        click.option("--size", type=click.IntRange(8), default=256, show_default=True, help="image side in pixels."),
-        click.option("--segmenter", default="unet", show_default=True, help="segmentation.models name."),
-        click.option("--segmenter-kwargs", default="{}", callback=_json_dict, help="JSON keywords of the segmenter."),
-        click.option("--translator", default="cyclegan", show_default=True, help="translation name."),
-        click.option("--preset", type=click.Choice(["default", "tiny"]), default="default", show_default=True,
-                     help="translator preset."),
-        click.option("--translator-kwargs", default="{}", callback=_json_dict,
-                     help="JSON keywords of the translator."),
-        click.option("--iterations", type=click.IntRange(0), default=TransferConfig.iterations, show_default=True,
-                     help="transfer iterations after the warm-up."),
-        click.option("--warmup", type=click.IntRange(0), default=TransferConfig.warmup_iterations,
-                     show_default=True, help="unsupervised translator warm-up iterations (cached per seed)."),
-        click.option("--steps-per-epoch", type=click.IntRange(1), default=TransferConfig.steps_per_epoch,
-                     show_default=True, help="iterations between selection, checkpoint and evaluation."),
-        click.option("--batch-size", type=click.IntRange(1), default=TransferConfig.batch_size, show_default=True),
-        click.option("--selection", type=click.Choice(SELECTION_RULES), default=TransferConfig.selection,
-                     show_default=True, help="model selection rule (paper_target_val uses all target val labels)."),
-        click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=TransferConfig.ema_decay,
-                     show_default=True, help="EMA of generator and segmenter weights (0 disables it)."),
-        click.option("--pseudo-weight", type=click.FloatRange(0), default=TransferConfig.weight_pseudo,
-                     show_default=True, help="self-training on confident target pseudo-labels (0 disables it)."),
-        click.option("--augment", type=click.Choice(["none", "labelled", "all"]), default=TransferConfig.augment,
-                     show_default=True, help="augmentation in the supervised step: labelled pairs, or also the "
-                                             "self-training images with their pseudo-labels ('none': the paper)."),
-        click.option("--transfer-kwargs", default="{}", callback=_json_dict,
-                     help="JSON of further TransferConfig fields, e.g. '{\"predict_views\": [\"translated\", "
-                          "\"direct\"], \"weight_pseudo\": 0}' (overrides the options above)."),
-        click.option("--source-iterations", type=click.IntRange(1), default=ExperimentConfig.source_iterations,
-                     show_default=True, help="steps of the source segmenter M_A (trained once per seed)."),
-        click.option("--finetune-iterations", type=click.IntRange(1), default=ExperimentConfig.finetune_iterations,
-                     show_default=True, help="steps of fine-tuning and from-scratch training."),
-        click.option("--split-seed", type=click.IntRange(0), default=0, show_default=True,
-                     help="seed of the target 60/20/20 split (fixed across seeds)."),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1..."),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help="sweep root (cells, caches, TensorBoard, results.jsonl)  [default: runs/sweep]"),
+        click.option("--classes", default=None, help="comma-separated target classes  [default: lungs]"),
+        click.option("--size", type=click.IntRange(8), default=None, help="image side in pixels  [default: 256]"),
+        click.option("--preset", type=click.Choice(["default", "tiny"]), default=None,
+                     help="translator preset  [default: default]"),
+        click.option("--iterations", type=click.IntRange(0), default=None,
+                     help=f"transfer iterations after the warm-up  [default: {TransferConfig.iterations}]"),
+        click.option("--warmup", type=click.IntRange(0), default=None,
+                     help=f"translator warm-up iterations  [default: {TransferConfig.warmup_iterations}]"),
+        click.option("--batch-size", type=click.IntRange(1), default=None,
+                     help=f"images per step  [default: {TransferConfig.batch_size}]"),
+        click.option("--device", default=None, help="auto, cpu, cuda, cuda:1...  [default: auto]"),
         click.option("--dry-run", is_flag=True, help="print the resolved configuration and exit."),
     ]
     for option in reversed(options):
@@ -109,32 +105,47 @@ def shared_options(func: Callable) -> Callable:
     return func
 
 
-def build_config(method: str, fraction: float, seed: int, opts: dict[str, Any]) -> ExperimentConfig:
-    """The frozen configuration of a cell from CLI options (errors become ``click.BadParameter``)."""
+def build_config(method: str | None, fraction: float | None, seed: int | None, opts: dict[str, Any]
+                 ) -> ExperimentConfig:
+    """The frozen configuration of a cell: the ``--config`` file, then the options given on the command line.
+
+    Raises:
+        click.BadParameter: for a field set both in the file and by an option, an unknown field, a bad value, or
+            missing --source / --target.
+    """
+    data = _read_config_file(opts["config_file"]) if opts.get("config_file") else {}
+    given = {"method": method, "fraction": fraction, "seed": seed, **{k: opts.get(k) for k in COMMON
+                                                                         if k not in ("method", "fraction", "seed")}}
+    for option, value in given.items():
+        if value is None:
+            continue
+        field = COMMON[option]
+        if option == "classes":
+            value = [c.strip() for c in value.split(",") if c.strip()]
+        holder = data
+        *parents, name = field.split(".")
+        for parent in parents:
+            holder = holder.setdefault(parent, {})
+        if name in holder and holder[name] != value and (list(holder[name]) if isinstance(holder[name], (list, tuple))
+                                                         else holder[name]) != value:
+            raise click.BadParameter(f"{field} is set both in {opts['config_file']} ({holder[name]!r}) and by "
+                                     f"--{option.replace('_', '-')} ({value!r}); keep one", param_hint="--config")
+        holder[name] = value
+    for required in ("source", "target"):
+        if not data.get(required):
+            raise click.BadParameter(f"expected a {required} dataset folder, got none; pass --{required} DIR or "
+                                     f"set \"{required}\" in --config", param_hint=f"--{required}")
+    data.setdefault("out", "runs/sweep")
     try:
-        transfer = TransferConfig(iterations=opts["iterations"], warmup_iterations=opts["warmup"],
-                                  steps_per_epoch=opts["steps_per_epoch"], batch_size=opts["batch_size"],
-                                  selection=opts["selection"], ema_decay=opts["ema_decay"],
-                                  weight_pseudo=opts["pseudo_weight"],
-                                  augment=opts.get("augment", TransferConfig.augment), seed=seed)
-        extra = dict(opts.get("transfer_kwargs") or {})
-        unknown = sorted(set(extra) - {f.name for f in dataclasses.fields(TransferConfig)})
-        if unknown:
-            raise ValueError(f"expected --transfer-kwargs keys among TransferConfig fields, got unknown {unknown}")
-        transfer = transfer.replace(**{k: tuple(v) if isinstance(v, list) else v for k, v in extra.items()})
-        return ExperimentConfig(method=method, fraction=fraction, seed=seed, source=opts["source"],
-                                target=opts["target"], out=opts["out"],
-                                classes=tuple(c.strip() for c in opts["classes"].split(",") if c.strip()),
-                                source_classes=tuple(c.strip() for c in (opts.get("source_classes") or "").split(",")
-                                                     if c.strip()),
-                                size=opts["size"], segmenter=opts["segmenter"],
-                                segmenter_kwargs=opts["segmenter_kwargs"], translator=opts["translator"],
-                                translator_preset=opts["preset"], translator_kwargs=opts["translator_kwargs"],
-                                source_iterations=opts["source_iterations"],
-                                finetune_iterations=opts["finetune_iterations"], split_seed=opts["split_seed"],
-                                device=opts["device"], transfer=transfer)
-    except ValueError as err:
-        raise click.BadParameter(str(err)) from None
+        config = config_from_dict(ExperimentConfig, data)
+        config = config.replace(transfer=config.transfer.replace(seed=config.seed))
+        method_spec = get_method(config.method)
+    except (ValueError, TypeError) as err:
+        raise click.BadParameter(str(err), param_hint="--config") from None
+    if method_spec.needs_labels and config.fraction == 0:
+        raise click.BadParameter(f"expected --fraction > 0 for {config.method}: it trains on target labels only, "
+                                 "so it is undefined at 0", param_hint="--fraction")
+    return config
 
 
 def _print_config(config: ExperimentConfig, extra: dict[str, Any] | None = None) -> None:
@@ -158,17 +169,19 @@ def experiment() -> None:
 
 
 @experiment.command(name="run")
-@click.option("--method", type=click.Choice(METHODS), required=True, help="transfer or a baseline.")
+@click.option("--method", type=click.Choice(list(METHODS)), required=True,
+              help="a registered method: " + ", ".join(METHODS) + ".")
 @click.option("--fraction", type=click.FloatRange(0, 1), required=True, help="share of target training labels.")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0), default=None, help="seed of models, subsets, iterators  [default: 0]")
 @shared_options
-def run(method: str, fraction: float, seed: int, **opts: Any) -> None:
+def run(method: str, fraction: float, seed: int | None, **opts: Any) -> None:
     """Run one cell (method, label fraction, seed) and print its result.
 
     \b
     Examples:
       cxr-transfer experiment run --method transfer --fraction 0 --source data/jsrt --target data/montgomery
       cxr-transfer experiment run --method finetune --fraction 0.05 --seed 1 --source A --target B --dry-run
+      cxr-transfer experiment run --method transfer --fraction 0.05 --config my.json   # any other field in a file
     """
     config = build_config(method, fraction, seed, opts)
     if opts["dry_run"]:
@@ -177,7 +190,7 @@ def run(method: str, fraction: float, seed: int, **opts: Any) -> None:
     _refuse_torchrun("run")
     from transfer.sweep import run_sweep
 
-    rows = run_sweep(config, [method], [fraction], [seed], log=click.echo)
+    rows = run_sweep(config, [config.method], [config.fraction], [config.seed], log=click.echo)
     for row in rows:
         click.echo(f"{row['key']}: jaccard {100 * row['jaccard']:.2f} +- {100 * row['jaccard_std']:.2f}, "
                    f"dice {100 * row['dice']:.2f} ({row['seconds']:.1f} s)")
@@ -185,7 +198,7 @@ def run(method: str, fraction: float, seed: int, **opts: Any) -> None:
 
 @experiment.command(name="sweep")
 @click.option("--methods", default="transfer,finetune,scratch,source_only,histmatch", callback=_csv_methods,
-              show_default=True, help="comma-separated methods.")
+              show_default=True, help="comma-separated methods of the registry (" + ", ".join(METHODS) + ").")
 @click.option("--fractions", default=",".join(f"{f:g}" for f in PAPER_FRACTIONS), callback=_csv_floats,
               show_default=True, help="comma-separated label fractions.")
 @click.option("--seeds", default="0", callback=_csv_ints, show_default=True, help="comma-separated seeds.")
@@ -201,7 +214,7 @@ def sweep(methods: tuple[str, ...], fractions: tuple[float, ...], seeds: tuple[i
       cxr-transfer experiment sweep --source data/jsrt --target data/montgomery --seeds 0,1,2 --jobs 4
       cxr-transfer experiment sweep --source A --target B --size 128 --preset tiny --fractions 0,0.05,1
     """
-    base = build_config(methods[0], 0.0 if methods[0] != "scratch" else max(fractions), seeds[0], opts)
+    base = build_config(None, None, None, opts)  # the grid sets method, fraction and seed of each cell
     if opts["dry_run"]:
         _print_config(base, {"methods": list(methods), "fractions": list(fractions), "seeds": list(seeds),
                              "jobs": jobs})
@@ -231,7 +244,9 @@ def _refuse_torchrun(command: str) -> None:
 @click.option("--runs", type=click.Path(exists=True, file_okay=False), required=True,
               help="sweep root holding results.jsonl.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="output folder [RUNS/report].")
-def report(runs: str, out: str | None) -> None:
+@click.option("--identity", "identities", multiple=True,
+              help="configuration hash of the cells to report (repeat; needed when a cell ran with several).")
+def report(runs: str, out: str | None, identities: tuple[str, ...]) -> None:
     """Write Table II (Markdown + CSV), Wilcoxon tests and the Jaccard-vs-fraction plot of a sweep.
 
     \b
@@ -241,8 +256,8 @@ def report(runs: str, out: str | None) -> None:
     from transfer.report import write_report
 
     try:
-        paths = write_report(runs, out)
-    except FileNotFoundError as err:
+        paths = write_report(runs, out, identities=identities or None)
+    except (FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from None
     click.echo(Path(paths["markdown"]).read_text())
     for kind, path in paths.items():

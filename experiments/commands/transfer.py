@@ -18,16 +18,16 @@ def transfer() -> None:
     \b
     Examples:
       cxr-transfer transfer train --source data/jsrt --target data/montgomery --fraction 0 --out runs/adapt
-      cxr-transfer transfer predict --model runs/adapt/cells/transfer/f0.0000/s0 --images new_xrays/ --out masks/
+      cxr-transfer transfer predict --model runs/adapt/cells/transfer/f0.0000/s0-<hash> --images new_xrays/ --out masks/
     """
 
 
 @transfer.command(name="train")
-@click.option("--fraction", type=click.FloatRange(0, 1), default=0.0, show_default=True,
-              help="share of target training labels the method may use.")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--fraction", type=click.FloatRange(0, 1), default=None,
+              help="share of target training labels the method may use  [default: 0]")
+@click.option("--seed", type=click.IntRange(0), default=None, help="[default: 0]")
 @shared_options
-def train(fraction: float, seed: int, **opts: Any) -> None:
+def train(fraction: float | None, seed: int | None, **opts: Any) -> None:
     """Train one adapted model: M_A pretrained on the source, then the alternating transfer method.
 
     The run folder (printed at the end) holds translator.pt and segmenter.pt for `transfer predict`, TensorBoard
@@ -36,20 +36,20 @@ def train(fraction: float, seed: int, **opts: Any) -> None:
     \b
     Examples:
       cxr-transfer transfer train --source data/jsrt --target data/montgomery --size 128 --preset tiny
-      cxr-transfer transfer train --source A --target B --fraction 0.05 --selection labelled --dry-run
+      cxr-transfer transfer train --source A --target B --fraction 0.05 --config settings.json --dry-run
     """
     config = build_config("transfer", fraction, seed, opts)
     if opts["dry_run"]:
         _print_config(config)
         return
-    from transfer.baselines import cell_dir
+    from transfer.cell import cell_dir
     from transfer.sweep import run_sweep
 
-    rows = run_sweep(config, ["transfer"], [fraction], [seed], log=click.echo)
+    rows = run_sweep(config, ["transfer"], [config.fraction], [config.seed], log=click.echo)
     row = rows[0]
     click.echo(f"target test jaccard {100 * row['jaccard']:.2f} +- {100 * row['jaccard_std']:.2f} "
                f"(selected iteration {row.get('best_iteration')}, rule {row.get('selection')})")
-    click.echo(f"adapted model: {cell_dir(config.out, config)}")
+    click.echo(f"adapted model: {cell_dir(config)}")
 
 
 @transfer.command(name="predict")
@@ -68,7 +68,7 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
 
     \b
     Example:
-      cxr-transfer transfer predict --model runs/adapt/cells/transfer/f0.0000/s0 --images xrays/ --out masks/
+      cxr-transfer transfer predict --model runs/adapt/cells/transfer/f0.0000/s0-<hash> --images xrays/ --out masks/
     """
     import json
 
@@ -79,9 +79,9 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
     from segmentation.data.io import IMAGE_SUFFIXES, DataError, read_image, write_png
     from segmentation.data.preprocessing import normalize
     from segmentation.training import load_segmenter, probabilities_to_masks, resize_images
-    from transfer.orchestrator import predict_views
+    from transfer.prediction import predict_views
     from transfer.report import write_overlays
-    from transfer.sweep import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
+    from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
     from translation import load_translator
 
     folder = Path(model_dir)

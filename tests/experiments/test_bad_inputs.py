@@ -21,7 +21,6 @@ from segmentation.training import SegmentationConfig, build_segmenter, save_segm
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE = REPO / "docs" / "results" / "bad_inputs.md"
-TINY_SEG = ["--segmenter-kwargs", '{"depth": 2, "base_channels": 4}']
 SEG = ["--model-kwargs", '{"depth": 2, "base_channels": 4}', "--epochs", "1", "--batch-size", "2", "-q"]
 
 
@@ -40,6 +39,8 @@ def world(tmp_path_factory):
     b = write_phantom_dataset(root / "b", 10, size=32, domain="b", seed=1)
     one = write_phantom_dataset(root / "one", 1, size=32, domain="a", seed=2)
     (root / "afile").write_text("a regular file\n")
+    (root / "tiny.json").write_text('{"segmenter_kwargs": {"depth": 2, "base_channels": 4}, "translator_preset": '
+                                    '"tiny", "device": "cpu"}')
     config = SegmentationConfig(model="unet", model_kwargs={"depth": 2, "base_channels": 4}, size=32)
     save_segmenter(build_segmenter(config), root / "good.pt", config)
     torch.save({"format": "cxr-transfer-segmenter", "metadata": _Payload(root / "PWNED")}, root / "evil.pt")
@@ -53,7 +54,7 @@ def world(tmp_path_factory):
 def _cases(w) -> list[tuple[str, list[str], str, Path]]:
     """(case, arguments, words the message must hold, path that must not exist afterwards)."""
     r, a, b, one = w["root"], str(w["a"]), str(w["b"]), str(w["one"])
-    exp = ["--source", a, "--target", b, "--size", "32", *TINY_SEG, "--preset", "tiny", "--device", "cpu"]
+    exp = ["--source", a, "--target", b, "--size", "32", "--config", str(r / "tiny.json")]
     return [
         ("segment train: one-image dataset", ["segment", "train", "--data", one, "--run-dir", str(r / "s1"),
                                              "--size", "32", *SEG], "expected at least one image", r / "s1"),

@@ -38,20 +38,45 @@ def test_run_dry_run_prints_resolved_config(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_transfer_kwargs_reach_the_transfer_config(tmp_path):
+def test_config_file_sets_any_field_and_conflicts_are_refused(tmp_path):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"segmenter_kwargs": {"depth": 3}, "size": 64,
+                                  "transfer": {"predict_views": ["translated", "direct"], "lr_segmenter": 3e-5}}))
     result = _invoke("experiment", "run", "--method", "transfer", "--fraction", "0", *_data_dirs(tmp_path),
-                     "--transfer-kwargs", '{"predict_views": ["translated", "direct"], "lr_segmenter": 3e-5}',
-                     "--pseudo-weight", "0.3", "--dry-run")
+                     "--config", str(config), "--iterations", "7", "--dry-run")
     assert result.exit_code == 0, result.output
-    transfer = json.loads(result.output)["transfer"]
-    assert transfer["predict_views"] == ["translated", "direct"] and transfer["lr_segmenter"] == 3e-5
-    assert transfer["weight_pseudo"] == 0.3  # the named options still apply
+    resolved = json.loads(result.output)
+    assert resolved["transfer"]["predict_views"] == ["translated", "direct"] and resolved["transfer"]["iterations"] == 7
+    assert resolved["segmenter_kwargs"] == {"depth": 3} and resolved["size"] == 64
+    again = _invoke("experiment", "run", "--method", "transfer", "--fraction", "0", *_data_dirs(tmp_path),
+                    "--config", str(config), "--size", "64", "--dry-run")  # the same value twice is not a conflict
+    assert again.exit_code == 0, again.output
+    clash = CliRunner().invoke(cli, ["experiment", "run", "--method", "transfer", "--fraction", "0",
+                                     *_data_dirs(tmp_path), "--config", str(config), "--size", "128", "--dry-run"])
+    assert clash.exit_code == 2 and "size is set both in" in clash.output and "keep one" in clash.output
+    config.write_text(json.dumps({"transfer": {"lr_segmentor": 1}}))
     bad = CliRunner().invoke(cli, ["experiment", "run", "--method", "transfer", "--fraction", "0",
-                                   *_data_dirs(tmp_path), "--transfer-kwargs", '{"lr_segmentor": 1}', "--dry-run"])
-    assert bad.exit_code == 2 and "unknown ['lr_segmentor']" in bad.output
+                                   *_data_dirs(tmp_path), "--config", str(config), "--dry-run"])
+    assert bad.exit_code == 2 and "lr_segmentor" in bad.output
+    config.write_text(json.dumps({"transfer": {"predict_views": ["x"]}}))
     bad = CliRunner().invoke(cli, ["experiment", "run", "--method", "transfer", "--fraction", "0",
-                                   *_data_dirs(tmp_path), "--transfer-kwargs", '{"predict_views": ["x"]}', "--dry-run"])
+                                   *_data_dirs(tmp_path), "--config", str(config), "--dry-run"])
     assert bad.exit_code == 2 and "expected predict_views" in bad.output
+
+
+def test_a_cells_saved_config_reruns_it(tmp_path):
+    dirs = _data_dirs(tmp_path)
+    first = json.loads(_invoke("experiment", "run", "--method", "finetune", "--fraction", "0.05", *dirs,
+                               "--size", "64", "--dry-run").output)
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps(first))
+    second = json.loads(_invoke("experiment", "run", "--method", "finetune", "--fraction", "0.05", "--config",
+                                str(saved), "--dry-run").output)
+    assert second == first
+
+
+def test_run_help_fits_on_one_screen():
+    assert len(_invoke("experiment", "run", "--help").output.splitlines()) <= 45
 
 
 def test_fraction_outside_unit_interval_is_refused(tmp_path):

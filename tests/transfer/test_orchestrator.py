@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from transfer.config import TransferConfig
-from transfer.orchestrator import EMA, ForeverIterator, TransferOrchestrator, predict_views
+from transfer.orchestrator import EMA, ForeverIterator, TransferOrchestrator
+from transfer.prediction import predict_views
 
 
 def _data(n=6, size=8):

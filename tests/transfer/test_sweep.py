@@ -7,24 +7,25 @@ import json
 import pytest
 import torch
 
-from transfer.baselines import cell_dir
+from transfer.cell import cell_dir, cell_key, run_cell
 from transfer.config import ExperimentConfig
-from transfer.sweep import append_result, grid, read_results, run_cell, run_sweep
+from transfer.results import append_result, read_results
+from transfer.sweep import grid, run_sweep
 
 METHODS = ("transfer", "finetune", "scratch", "source_only")
 FRACTIONS = (0.0, 0.05, 0.1)
 
 
 def _fake_result(exp: ExperimentConfig) -> dict:
-    return {"key": exp.key, "method": exp.method, "fraction": exp.fraction, "seed": exp.seed,
+    return {"key": cell_key(exp), "method": exp.method, "fraction": exp.fraction, "seed": exp.seed,
             "jaccard": 0.5 + exp.fraction, "dice": 0.6, "per_image": {"id": ["x"], "jaccard": [0.5], "dice": [0.6]}}
 
 
 def test_grid_skips_undefined_and_fraction_free_repeats(tmp_path):
     base = ExperimentConfig(out=str(tmp_path))
     cells = grid(base, METHODS, FRACTIONS, seeds=(0, 1))
-    keys = [c.key for c in cells]
-    assert "scratch|0.0000|0" not in keys  # undefined at 0%
+    keys = [cell_key(c) for c in cells]
+    assert not any(k.startswith("scratch|0.0000|0|") for k in keys)  # undefined at 0%
     assert sum(k.startswith("source_only") for k in keys) == 2  # once per seed
     # per seed: transfer 3 + finetune 3 + scratch 2 + source_only 1
     assert len(cells) == 2 * 9 and len(set(keys)) == len(keys)
@@ -37,7 +38,7 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
     def dying(exp):
         if len(calls) == 4:
             raise KeyboardInterrupt  # the sweep is killed while the fifth cell runs
-        calls.append(exp.key)
+        calls.append(cell_key(exp))
         return _fake_result(exp)
 
     with pytest.raises(KeyboardInterrupt):
@@ -46,14 +47,14 @@ def test_killed_sweep_resumes_without_recomputing(tmp_path):
     assert len(read_results(tmp_path / "results.jsonl")) == 4
 
     calls.clear()
-    rows = run_sweep(base, METHODS, FRACTIONS, seeds=(0,), runner=lambda e: (calls.append(e.key), _fake_result(e))[1],
+    rows = run_sweep(base, METHODS, FRACTIONS, seeds=(0,), runner=lambda e: (calls.append(cell_key(e)), _fake_result(e))[1],
                      log=lambda m: None)
     assert set(calls).isdisjoint(first), "finished cells were recomputed"
     assert len(calls) == 9 - 4
-    assert sorted(r["key"] for r in rows) == sorted(c.key for c in grid(base, METHODS, FRACTIONS, (0,)))
+    assert sorted(r["key"] for r in rows) == sorted(cell_key(c) for c in grid(base, METHODS, FRACTIONS, (0,)))
 
     calls.clear()
-    run_sweep(base, METHODS, FRACTIONS, seeds=(0,), runner=lambda e: (calls.append(e.key), _fake_result(e))[1],
+    run_sweep(base, METHODS, FRACTIONS, seeds=(0,), runner=lambda e: (calls.append(cell_key(e)), _fake_result(e))[1],
               log=lambda m: None)
     assert calls == []
 
@@ -62,7 +63,7 @@ def test_finished_cell_is_read_back_not_recomputed(tmp_path):
     # metrics.json written but the sweep killed before appending: run_cell returns it without touching data.
     exp = ExperimentConfig(out=str(tmp_path), method="finetune", fraction=0.1, source="/nonexistent",
                            target="/nonexistent")
-    done = cell_dir(tmp_path, exp) / "metrics.json"
+    done = cell_dir(exp) / "metrics.json"
     done.parent.mkdir(parents=True)
     done.write_text(json.dumps(_fake_result(exp)))
     assert run_cell(exp)["jaccard"] == pytest.approx(0.6)
@@ -119,14 +120,14 @@ def test_source_with_more_classes_scores_target_classes_and_draws_overlays(tmp_p
     assert {(r["method"], r["fraction"]) for r in rows} == {("transfer", 0.0), ("transfer", 0.3), ("source_only", 0.0),
                                                            ("finetune", 0.0), ("finetune", 0.3)}
     assert all("jaccard/lungs" in r and "jaccard/heart" not in r for r in rows)
-    labelled_cell = cell_dir(base.out, base.replace(fraction=0.3))  # the target term used only M_A's lung channel
+    labelled_cell = cell_dir(base.replace(fraction=0.3))  # the target term used only M_A's lung channel
     assert json.loads((labelled_cell / "metrics.json").read_text())["n_labelled"] >= 1
     from segmentation.training import load_segmenter
 
     _, saved, _ = load_segmenter(labelled_cell / "segmenter.pt")  # the adapted M_A keeps every source class
     assert saved.classes == ("lungs", "heart", "clavicles")
     for method in ("transfer", "source_only"):
-        assert (cell_dir(base.out, base.replace(method=method)) / "overlays.png").is_file()
+        assert (cell_dir(base.replace(method=method)) / "overlays.png").is_file()
     paths = write_report(base.out)
     assert paths["overlays/transfer_f0.0000_s0"].is_file()
     assert "overlays/transfer_f0.0000_s0.png" in paths["markdown"].read_text()
@@ -147,6 +148,7 @@ def test_finetune_initialised_transfer_starts_from_the_fine_tuned_model(tmp_path
     # same weights as the finetune cell); at f = 0 nothing changes.
     from segmentation.data.phantoms import write_phantom_dataset
     from transfer import sweep as sweep_module
+    from transfer.methods import transfer as transfer_method
     from transfer.config import TransferConfig
 
     write_phantom_dataset(tmp_path / "a", 10, 32, "a", 0)
@@ -157,13 +159,13 @@ def test_finetune_initialised_transfer_starts_from_the_fine_tuned_model(tmp_path
                             size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, translator_preset="tiny",
                             source_iterations=2, finetune_iterations=2, device="cpu", transfer=transfer)
     started = []
-    real = sweep_module._run_transfer
+    real = transfer_method.TransferOrchestrator
 
-    def spy(exp, source, target, splits, view, test, m_a, *args):
-        started.append({k: v.clone() for k, v in m_a.state_dict().items()})
-        return real(exp, source, target, splits, view, test, m_a, *args)
+    def spy(translator, segmenter, *args, **kwargs):
+        started.append({k: v.clone() for k, v in segmenter.state_dict().items()})
+        return real(translator, segmenter, *args, **kwargs)
 
-    monkeypatch.setattr(sweep_module, "_run_transfer", spy)
+    monkeypatch.setattr(transfer_method, "TransferOrchestrator", spy)
     sweep_module.run_sweep(base, ("transfer", "finetune"), (0.0, 0.3), (0,), log=lambda m: None)
     from segmentation.training import load_segmenter
 
@@ -171,6 +173,6 @@ def test_finetune_initialised_transfer_starts_from_the_fine_tuned_model(tmp_path
     at_zero, at_f = started
     assert all(torch.equal(at_zero[k], v) for k, v in source.state_dict().items())  # 0%: M_A itself
     assert not all(torch.equal(at_f[k], v) for k, v in source.state_dict().items())  # f > 0: fine-tuned first
-    assert (cell_dir(base.out, base.replace(fraction=0.3)) / "init_finetune").is_dir()
+    assert (cell_dir(base.replace(fraction=0.3)) / "init_finetune").is_dir()
     with pytest.raises(ValueError, match="fine-tune initialisation needs the same classes"):
         ExperimentConfig(classes=("lungs",), source_classes=("lungs", "heart"), transfer=transfer)

@@ -6,7 +6,6 @@ Everything is a tiny CycleGAN on 32x32 phantoms (segmentation.data.phantoms; two
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,0 +1,117 @@
+"""The contract of an adaptation method: a cell context in, a predictor for target images out.
+
+A method never sees the target test split: the cell runner (:func:`transfer.cell.run_cell`) applies the returned
+predictor to the test images and scores it, so no method can tune on them. Adding a method is one file with a
+``run(ctx) -> MethodOutput`` function and one line in :data:`transfer.methods.METHODS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from segmentation.data.dataset import CXRData
+from segmentation.training import SegmentationConfig, predict_probabilities
+from transfer.config import ExperimentConfig
+from transfer.protocol import TargetView
+
+#: target images ``[N, 1, H, W]`` in ``[0, 1]`` -> probabilities ``[N, K, H, W]`` on the CPU (K scored classes)
+Predictor = Callable[[Tensor], Tensor]
+
+
+@dataclass
+class CellContext:
+    """Everything a method may use in one cell (method, label fraction, seed).
+
+    Attributes:
+        exp: the cell's configuration.
+        device: where to train.
+        run: the cell folder (a method writes its own checkpoints, logs and models under it).
+        m_a / seg_config: the source segmenter M_A with the scored classes (its head sliced when the source has more)
+            and its segmentation configuration.
+        m_a_full / full_config: M_A with every source class (``exp.model_classes``).
+        class_index: M_A's channels of the scored classes.
+        source / source_full: the source data with the scored / every source class.
+        source_split: the source ``train`` / ``val`` ids.
+        target: the target training part, labels counted (``view.labelled()`` is the labelled subset).
+        target_val: the target validation images (their masks only for the paper's target-validation selection).
+    """
+
+    exp: ExperimentConfig
+    device: torch.device
+    run: Path
+    m_a: nn.Module
+    seg_config: SegmentationConfig
+    m_a_full: nn.Module
+    full_config: SegmentationConfig
+    class_index: list[int]
+    source: CXRData
+    source_full: CXRData
+    source_split: dict[str, list[str]]
+    target: TargetView
+    target_val: CXRData
+
+    @property
+    def labelled(self) -> CXRData | None:
+        """The labelled target subset (None at fraction 0)."""
+        return self.target.labelled()
+
+
+@dataclass
+class MethodOutput:
+    """What a method returns.
+
+    Attributes:
+        predict: the method's prediction of target images (scored on the test split by the runner).
+        config: thresholds and post-processing of the masks (``probabilities_to_masks``).
+        logs: JSON-able facts the method wants in the cell's result (iterations, selection history...).
+        views: other predictions reported beside the result, never used to select anything.
+        predict_all_classes: a prediction with every source class, drawn on test images when the source has more
+            classes than the target is scored on (``overlays.png``).
+    """
+
+    predict: Predictor
+    config: SegmentationConfig
+    logs: dict[str, Any] = field(default_factory=dict)
+    views: dict[str, Predictor] = field(default_factory=dict)
+    predict_all_classes: Predictor | None = None
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered adaptation method.
+
+    Attributes:
+        name: the registry name (``--method``).
+        run: ``run(ctx) -> MethodOutput``.
+        summary: one line for ``--help`` and the report.
+        needs_labels: undefined at fraction 0 (skipped there by the grid, refused by ``experiment run``).
+        fraction_free: the result does not depend on the label fraction (run once per seed).
+        translator: the method starts from the seed's warmed-up translator (the sweep trains it once, first).
+        options: the ``ExperimentConfig`` fields the method reads beyond the shared ones; they are part of the
+            cell's identity, so changing them makes a new cell (and changing another method's does not).
+    """
+
+    name: str
+    run: Callable[[CellContext], MethodOutput]
+    summary: str
+    needs_labels: bool = False
+    fraction_free: bool = False
+    translator: bool = False
+    options: tuple[str, ...] = ()
+
+
+def segmenter_predictor(model: nn.Module, config: SegmentationConfig,
+                        transform: Callable[[Tensor], Tensor] | None = None) -> Predictor:
+    """A predictor that applies a segmenter (after ``transform`` of the images, if given) and returns CPU
+    probabilities: what ``segmentation.training.evaluate_segmenter`` scores."""
+
+    def predict(images: Tensor) -> Tensor:
+        x = transform(images) if transform is not None else images
+        return predict_probabilities(model, x, config).cpu()
+
+    return predict

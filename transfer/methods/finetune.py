@@ -1,0 +1,28 @@
+"""finetune: M_A fine-tuned on the labelled target subset (at 0% labels it is M_A itself)."""
+
+from __future__ import annotations
+
+from segmentation.training import SegmentationConfig
+from transfer.baselines import fine_tune, segmentation_config
+from transfer.config import ExperimentConfig
+from transfer.methods.base import CellContext, Method, MethodOutput, segmenter_predictor
+
+OPTIONS = ("finetune_iterations", "finetune_lr")
+
+
+def finetune_config(exp: ExperimentConfig) -> SegmentationConfig:
+    """The segmentation training of the labelled-target baselines (fine-tuning, from scratch)."""
+    return segmentation_config(exp, max(1, exp.finetune_iterations), exp.finetune_lr, augment=True, seed_offset=1000)
+
+
+def run(ctx: CellContext) -> MethodOutput:
+    """Fine-tune a copy of M_A on the labelled subset (last weights: no honest validation labels exist)."""
+    labelled = ctx.labelled
+    if labelled is None:
+        return MethodOutput(predict=segmenter_predictor(ctx.m_a, ctx.seg_config), config=ctx.seg_config)
+    config = finetune_config(ctx.exp)
+    model = fine_tune(ctx.m_a, labelled, config, run_dir=ctx.run / "segment")
+    return MethodOutput(predict=segmenter_predictor(model, config), config=config)
+
+
+METHOD = Method("finetune", run, "M_A fine-tuned on the labelled target images", options=OPTIONS)

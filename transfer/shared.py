@@ -1,0 +1,171 @@
+"""What the cells of one seed share, and the checks that run before any of them: data, M_A, the warmed-up translator.
+
+Layout under the sweep root ``out``::
+
+    splits.json                  target 60/20/20 split, drawn once with ``split_seed``
+    source_splits.json           source 80/20 train/val split
+    source/s<seed>/segmenter.pt  M_A, trained once per seed and reused by every cell
+    warmup/s<seed>_<key>.pt      the warmed-up translator, trained once per seed and reused by every fraction
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from runtime.config import config_to_dict
+from runtime.device import resolve_device
+from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
+from runtime.seed import seed_everything
+from segmentation.data.dataset import CXRData, load_dataset
+from segmentation.data.preprocessing import normalize
+from segmentation.data.splits import save_splits, split_ids
+from segmentation.training import SegmentationConfig, build_segmenter, load_segmenter, save_segmenter
+from transfer.baselines import segmentation_config, train_source_segmenter
+from transfer.config import ExperimentConfig
+from transfer.orchestrator import TransferOrchestrator
+from transfer.protocol import target_splits
+from translation import create_translator
+
+SOURCE_SPLIT = (0.8, 0.2, 0.0)
+
+
+def load_cell_data(exp: ExperimentConfig) -> tuple[CXRData, CXRData]:
+    """Source and target datasets of a cell, at ``exp.size`` with ``exp.classes``.
+
+    Raises:
+        ValueError: if a folder is not given (pass --source and --target).
+    """
+    if not exp.source or not exp.target:
+        raise ValueError(f"expected source and target dataset folders, got {exp.source!r} and {exp.target!r}; "
+                         "pass --source DIR --target DIR (prepared by cxr-transfer prepare)")
+    return (load_dataset(exp.source, classes=exp.model_classes, size=exp.size),
+            load_dataset(exp.target, classes=exp.classes, size=exp.size))
+
+
+def check_experiment(exp: ExperimentConfig, transfer: bool = True) -> None:
+    """Checks that need no data: writable ``--out``, the image side against the models' divisors, memory to load.
+
+    Raises:
+        ValueError: one line naming the option and the fix.
+    """
+    check_writable(exp.out, "--out")
+    segmenter = build_segmenter(segmentation_config(exp, 1, 1e-3, classes=exp.model_classes))
+    check_divisible(exp.size, getattr(segmenter, "required_divisor", 1), "--size", exp.segmenter)
+    if transfer:
+        translator = create_translator(exp.translator, exp.translator_preset, **exp.translator_kwargs)
+        check_divisible(exp.size, getattr(translator, "required_divisor", 1), "--size", exp.translator)
+    for folder, classes, option in ((exp.source, exp.model_classes, "--source"), (exp.target, exp.classes,
+                                                                                 "--target")):
+        if folder:
+            check_memory(dataset_bytes(count_images(folder), exp.size, 1 + len(classes)),
+                         f"loading {option} {folder} at --size {exp.size}", "lower --size")
+
+
+def check_datasets(exp: ExperimentConfig, source: CXRData, target: CXRData) -> None:
+    """Refuse datasets too small for the protocol: the source needs train and validation images, the target an
+    image in each of train, validation and test (the split is drawn as the cells will draw it, nothing is saved).
+
+    Raises:
+        ValueError: one line naming the folder, the counts and the fix.
+    """
+    src = split_ids(source.ids, fractions=SOURCE_SPLIT, seed=exp.split_seed)
+    if not src["train"] or not src["val"]:
+        raise ValueError(f"expected at least 2 source images (train and validation), got {len(source)} in "
+                         f"--source {exp.source}; add images")
+    tgt = target_splits(target.ids, exp.split_seed)
+    counts = {k: len(v) for k, v in tgt.items()}
+    if not all(counts.get(k) for k in ("train", "val", "test")):
+        raise ValueError(f"expected target images in train, validation and test of the 60/20/20 split, got {counts} "
+                         f"from {len(target)} image(s) in --target {exp.target}; the protocol needs at least 3 "
+                         "(tens for a meaningful table)")
+
+
+def data_key(*parts: Iterable[str] | str | int) -> str:
+    """Short hash of ids and settings, naming cached shared artefacts."""
+    payload = json.dumps([list(p) if not isinstance(p, (str, int)) else p for p in parts])
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def source_splits(source: CXRData, exp: ExperimentConfig) -> dict[str, list[str]]:
+    """The 80/20 train/val split of the source ids (saved as ``source_splits.json`` under the sweep root)."""
+    path = Path(exp.out) / "source_splits.json"
+    if path.is_file():
+        splits = json.loads(path.read_text())
+        if sorted(splits["train"] + splits["val"] + splits.get("test", [])) == sorted(source.ids):
+            return splits
+    splits = split_ids(source.ids, fractions=SOURCE_SPLIT, seed=exp.split_seed)
+    save_splits(path, splits)
+    return splits
+
+
+def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -> tuple[torch.nn.Module,
+                                                                                         SegmentationConfig]:
+    """M_A for ``exp.seed``: loaded from ``out/source/s<seed>/segmenter.pt`` or trained on the source and saved.
+
+    Raises:
+        ValueError: if a cached M_A was trained with another configuration (choose another --out).
+    """
+    splits = source_splits(source, exp)
+    config = segmentation_config(exp, exp.source_iterations, exp.source_lr, augment=True, classes=exp.model_classes)
+    folder = Path(exp.out) / "source" / f"s{exp.seed}"
+    path = folder / "segmenter.pt"
+    if path.is_file():
+        model, saved, _ = load_segmenter(path, map_location=device)
+        mine, theirs = config_to_dict(config), config_to_dict(saved)
+        different = sorted(k for k in mine if k not in ("device", "progress") and mine[k] != theirs.get(k))
+        if different:
+            raise ValueError(f"expected the cached source segmenter {path} to match this experiment, got different "
+                             f"{different}; use another --out or delete {folder}")
+        return model, config
+    train, val = source.subset(splits["train"]), source.subset(splits["val"]) if splits["val"] else None
+    model = train_source_segmenter(train, val, config, run_dir=folder / "run")
+    save_segmenter(model, path, config, {"source": exp.source, "train_ids": splits["train"]})
+    return model.to(device), config
+
+
+def transfer_config(exp: ExperimentConfig):  # noqa: ANN201 - a TransferConfig
+    """The cell's ``TransferConfig``, seeded with the cell's seed."""
+    return exp.transfer.replace(seed=exp.seed)
+
+
+def normalizer(exp: ExperimentConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The segmenter input normalisation of the experiment."""
+    mode = exp.transfer.normalize_mode
+    return lambda x: normalize(x, mode)
+
+
+def warmup_file(exp: ExperimentConfig, source_train_ids: Sequence[str], target_train_ids: Sequence[str]
+                 ) -> tuple[Path, str]:
+    key = data_key(source_train_ids, target_train_ids, exp.size, exp.translator, exp.translator_preset,
+                   json.dumps(exp.translator_kwargs, sort_keys=True))
+    return Path(exp.out) / "warmup" / f"s{exp.seed}_{exp.translator}_{key}.pt", key
+
+
+def build_translator(exp: ExperimentConfig, device: torch.device) -> torch.nn.Module:
+    torch.manual_seed(exp.seed)
+    return create_translator(exp.translator, exp.translator_preset, **exp.translator_kwargs).to(device)
+
+
+def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target: CXRData | None = None,
+                   warm_up: bool = True) -> None:
+    """Train (or find) what every cell of seed ``exp.seed`` shares: M_A and the warmed-up translator."""
+    if source is None or target is None:
+        source, target = load_cell_data(exp)
+    device = resolve_device(exp.device)
+    seed_everything(exp.seed)
+    model, _ = source_model(exp, source, device)
+    if not warm_up:
+        return
+    splits = target_splits(target.ids, exp.split_seed, Path(exp.out) / "splits.json")
+    src = source.subset(source_splits(source, exp)["train"])
+    tgt = target.subset(splits["train"])
+    path, key = warmup_file(exp, src.ids, tgt.ids)
+    orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(model), transfer_config(exp),
+                                normalize=normalizer(exp), run_dir=path.with_suffix(""))  # TensorBoard: <cache>/tb
+    orch.warm_up(src.images, tgt.images, cache=path, key=key)
