@@ -93,3 +93,16 @@ def test_paper_preset_runs_end_to_end(folders, tmp_path):
     assert row["views"]["paper"] == pytest.approx(row["jaccard"])  # its prediction is the paper's view
     with pytest.raises(ValueError, match="expected a preset in"):
         TransferConfig.preset("fancy")
+
+
+def test_the_ten_line_example_of_the_architecture_page_adds_a_working_method(folders, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md").read_text()
+    code = text.split("Adding a method, in ten lines", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    assert len([line for line in code.splitlines() if line.strip()]) <= 10
+    namespace: dict = {}
+    exec(compile(code, "ARCHITECTURE.md", "exec"), namespace)  # noqa: S102 - the documented example, run as written
+    monkeypatch.setitem(METHODS, "mine", namespace["METHOD"])
+    (row,) = run_sweep(_base(folders, tmp_path / "sweep"), ("mine",), (0.5,), (0,), log=lambda m: None)
+    assert row["method"] == "mine" and row["n_labelled"] >= 1 and 0 <= row["jaccard"] <= 1
