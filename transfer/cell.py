@@ -62,7 +62,7 @@ def cell_identity(exp: ExperimentConfig) -> dict[str, Any]:
     for name in (*SHARED_FIELDS, *method.options):
         value: Any = config
         for part in name.split("."):
-            value = value[part]
+            value = value.get(part) if isinstance(value, dict) else None
         identity[name] = value
     identity["data"] = {"source": _fingerprint(exp.source), "target": _fingerprint(exp.target)}
     return identity

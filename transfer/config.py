@@ -225,6 +225,8 @@ class ExperimentConfig:
         max_test: evaluate on at most this many test images (0 = all); for quick checks only.
         device: ``auto``, ``cpu``, ``cuda``...
         transfer: hyper-parameters of the transfer method.
+        method_options: the options of other methods, by method name (e.g. ``{"fda": {"beta": 0.01}}``); each
+            method reads its own entry into its own typed options (``transfer.methods.base.method_options``).
     """
 
     method: str = "transfer"
@@ -249,6 +251,7 @@ class ExperimentConfig:
     max_test: int = 0
     device: str = "auto"
     transfer: TransferConfig = field(default_factory=TransferConfig)
+    method_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check(isinstance(self.method, str) and bool(self.method), f"expected a method name, got {self.method!r}")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from runtime.config import config_from_dict
 from segmentation.data.dataset import CXRData
 from segmentation.training import SegmentationConfig, predict_probabilities
 from transfer.config import ExperimentConfig
 from transfer.protocol import TargetView
+
+T = TypeVar("T")
 
 #: target images ``[N, 1, H, W]`` in ``[0, 1]`` -> probabilities ``[N, K, H, W]`` on the CPU (K scored classes)
 Predictor = Callable[[Tensor], Tensor]
@@ -92,8 +95,9 @@ class Method:
         needs_labels: undefined at fraction 0 (skipped there by the grid, refused by ``experiment run``).
         fraction_free: the result does not depend on the label fraction (run once per seed).
         translator: the method starts from the seed's warmed-up translator (the sweep trains it once, first).
-        options: the ``ExperimentConfig`` fields the method reads beyond the shared ones; they are part of the
-            cell's identity, so changing them makes a new cell (and changing another method's does not).
+        options: the ``ExperimentConfig`` fields the method reads beyond the shared ones (dotted for nested ones,
+            e.g. ``"method_options.fda"`` for its own entry); they are part of the cell's identity, so changing them
+            makes a new cell (and changing another method's does not).
     """
 
     name: str
@@ -103,6 +107,15 @@ class Method:
     fraction_free: bool = False
     translator: bool = False
     options: tuple[str, ...] = ()
+
+
+def method_options(exp: ExperimentConfig, name: str, cls: type[T]) -> T:
+    """The typed options of method ``name``: ``exp.method_options[name]`` read into the frozen dataclass ``cls``.
+
+    Raises:
+        ValueError: for an unknown field or a bad value (from ``cls``).
+    """
+    return config_from_dict(cls, dict(exp.method_options.get(name, {})))
 
 
 def segmenter_predictor(model: nn.Module, config: SegmentationConfig,
