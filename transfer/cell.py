@@ -28,14 +28,14 @@ from segmentation.training import probabilities_to_masks, write_rows_csv
 from transfer.baselines import select_classes
 from transfer.config import ExperimentConfig
 from transfer.methods import CellContext, Predictor, get_method
-from transfer.protocol import TargetView, labelled_ids, target_splits
+from transfer.protocol import TargetView, labelled_ids
 from transfer.report import write_overlays
-from transfer.shared import load_cell_data, source_model, source_splits
+from transfer.shared import cell_splits, load_cell_data, source_model, source_splits
 
 OVERLAYS = "overlays.png"
 #: the ExperimentConfig fields every method reads (with the method's own ``Method.options``)
 SHARED_FIELDS = ("method", "fraction", "seed", "classes", "source_classes", "size", "segmenter", "segmenter_kwargs",
-                 "source_iterations", "source_lr", "split_seed", "max_test", "transfer.normalize_mode",
+                 "source_iterations", "source_lr", "split_seed", "folds", "fold", "max_test", "transfer.normalize_mode",
                  "transfer.loss", "transfer.batch_size", "transfer.amp")
 
 
@@ -80,7 +80,8 @@ def cell_key(exp: ExperimentConfig) -> str:
 
 def cell_dir(exp: ExperimentConfig) -> Path:
     """The cell folder under the sweep root ``exp.out``."""
-    return Path(exp.out) / "cells" / exp.method / f"f{exp.fraction:.4f}" / f"s{exp.seed}-{identity_hash(exp)}"
+    fold = f"-k{exp.fold}" if exp.folds else ""
+    return Path(exp.out) / "cells" / exp.method / f"f{exp.fraction:.4f}" / f"s{exp.seed}{fold}-{identity_hash(exp)}"
 
 
 def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRData | None = None) -> dict[str, Any]:
@@ -114,14 +115,11 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
         source, target = load_cell_data(exp)
     device = resolve_device(exp.device)
     seed_everything(exp.seed)
-    splits = target_splits(target.ids, exp.split_seed, Path(exp.out) / "splits.json")
+    splits = cell_splits(exp, target.ids)
     labelled = labelled_ids(splits["train"], exp.fraction, exp.seed)
     save_config(exp, run / "config.json")
     atomic_write_json(run / "identity.json", cell_identity(exp))
     save_splits(run / "splits.json", {**splits, "labelled": labelled})
-    test = target.subset(splits["test"])
-    if exp.max_test:
-        test = test.subset(list(range(min(exp.max_test, len(test)))))
     m_a_full, full_config = source_model(exp, source, device)
     m_a, seg_config, source_scored = m_a_full, full_config, source
     index = [exp.model_classes.index(c) for c in exp.classes]
@@ -135,7 +133,10 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
                       target=TargetView.from_data(target.subset(splits["train"]), labelled),
                       target_val=target.subset(splits["val"]))
     output = method.run(ctx)
-    rows = score(output.predict, output.config, test)  # the only read of the test split
+    test = target.subset(splits["test"])  # the test split is taken only now, for the final evaluation
+    if exp.max_test:
+        test = test.subset(list(range(min(exp.max_test, len(test)))))
+    rows = score(output.predict, output.config, test)
     extra = dict(output.logs)
     if output.views:
         extra["views"] = {name: _mean_jaccard(score(view, output.config, test), test.classes)
@@ -172,8 +173,8 @@ def _summarize(exp: ExperimentConfig, rows: list[dict[str, Any]], n_labelled: in
     classes = tuple(exp.classes)
     per_image = {"id": [r["id"] for r in rows]}
     result: dict[str, Any] = {"key": cell_key(exp), "identity": identity_hash(exp), "method": exp.method,
-                              "fraction": exp.fraction, "seed": exp.seed, "n_labelled": n_labelled,
-                              "n_test": len(rows)}
+                              "fraction": exp.fraction, "seed": exp.seed, "folds": exp.folds, "fold": exp.fold,
+                              "n_labelled": n_labelled, "n_test": len(rows)}
     for metric in ("jaccard", "dice"):
         values = _class_means(rows, classes, metric)
         per_image[metric] = values

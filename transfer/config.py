@@ -222,6 +222,8 @@ class ExperimentConfig:
         finetune_iterations: iterations for fine-tuning and from-scratch baselines.
         source_lr / finetune_lr: learning rates of those segmenter trainings.
         split_seed: seed of the Montgomery 60/20/20 split (fixed across seeds so every cell sees the same test set).
+        folds / fold: ``folds = k >= 2`` cross-validates over the whole target set (``transfer.protocol.fold_splits``):
+            the cell runs fold ``fold`` (its test part is one k-th of the target images); 0 keeps the single split.
         max_test: evaluate on at most this many test images (0 = all); for quick checks only.
         device: ``auto``, ``cpu``, ``cuda``...
         transfer: hyper-parameters of the transfer method.
@@ -248,6 +250,8 @@ class ExperimentConfig:
     source_lr: float = 1e-3
     finetune_lr: float = 3e-4
     split_seed: int = 0
+    folds: int = 0
+    fold: int = 0
     max_test: int = 0
     device: str = "auto"
     transfer: TransferConfig = field(default_factory=TransferConfig)
@@ -268,6 +272,8 @@ class ExperimentConfig:
                or tuple(self.source_classes) == tuple(self.classes),
                f"expected segmenter_init 'source' when M_A has more classes than the target ({self.source_classes} vs "
                f"{self.classes}); fine-tune initialisation needs the same classes")
+        _check(self.folds == 0 or self.folds >= 2, f"expected folds 0 (one split) or >= 2, got {self.folds}")
+        _check(0 <= self.fold < max(1, self.folds), f"expected 0 <= fold < {max(1, self.folds)}, got {self.fold}")
         for name in ("source_iterations", "finetune_iterations", "max_test"):
             _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
 

@@ -1,7 +1,9 @@
 """The honest protocol of the label-fraction experiment.
 
 * The target set (Montgomery) is split once 60/20/20 (train/val/test) with a fixed seed and saved as
-  ``splits.json``; the test split is never seen in training or model selection.
+  ``splits.json``, or, with ``folds = k >= 2``, into k seeded folds (saved as ``folds_k<k>.json``): fold ``i`` tests
+  on the ``i``-th part, and the rest is split 75/25 into train and validation (the 60/20 proportions), so every
+  target image is a test image exactly once. The test part is never seen in training or model selection.
 * Label fractions 0, 1.25, 2.5, 5, 10, 20, 50 and 100% of the target training split are nested (each subset holds
   the smaller ones) and identical for every method, since they depend only on the split, the fraction and the seed
   (built on ``segmentation.data.splits.labelled_subset``).
@@ -19,9 +21,37 @@ import torch
 from torch import Tensor
 
 from segmentation.data.dataset import CXRData
-from segmentation.data.splits import labelled_subset, load_splits, save_splits, split_ids
+from segmentation.data.splits import kfold_ids, labelled_subset, load_splits, save_splits, split_ids
 
 TARGET_SPLIT = (0.6, 0.2, 0.2)
+FOLD_TRAIN_VAL = (0.75, 0.25, 0.0)  # inside a fold: the non-test part, as the 60/20 of the single split
+
+
+def fold_splits(ids: Sequence[str], folds: int, fold: int, seed: int = 0,
+                path: str | os.PathLike | None = None) -> dict[str, list[str]]:
+    """Train / val / test of fold ``fold`` of ``folds`` seeded folds of the target ids.
+
+    The fold assignment (the test part of every fold) is saved to (or re-read from, and checked against) ``path``;
+    inside the fold the remaining ids are split 75/25 into train and validation with the same seed.
+
+    Raises:
+        ValueError: for ``fold`` outside ``[0, folds)``, fewer ids than folds, or a saved assignment that does not
+            cover exactly ``ids`` (delete it to redraw).
+    """
+    if not 0 <= fold < folds:
+        raise ValueError(f"expected 0 <= fold < {folds}, got {fold}")
+    if path is not None and Path(path).is_file():
+        tests = [list(t) for t in load_splits(path)["test_folds"]]
+        if sorted(i for t in tests for i in t) != sorted(ids) or len(tests) != folds:
+            raise ValueError(f"expected the folds in {path} to cover the {len(ids)} target ids in {folds} folds; "
+                             "delete it to redraw them for this dataset")
+    else:
+        tests = [f["val"] for f in kfold_ids(list(ids), folds, seed)]
+        if path is not None:
+            save_splits(path, {"test_folds": tests})
+    test = set(tests[fold])
+    rest = split_ids([i for i in ids if i not in test], fractions=FOLD_TRAIN_VAL, seed=seed + fold)
+    return {"train": rest["train"], "val": rest["val"] + rest["test"], "test": sorted(test)}
 
 
 def target_splits(ids: Sequence[str], seed: int = 0, path: str | os.PathLike | None = None) -> dict[str, list[str]]:

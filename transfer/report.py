@@ -2,13 +2,14 @@
 
 :func:`write_report` reads ``results.jsonl`` and writes:
 
-* ``table.md`` / ``table.csv``: mean +- std Jaccard (and Dice), in %, per label fraction (rows) and method (columns);
-  per-image values are pooled over seeds; ``source_only`` and ``histmatch`` use no target label and are repeated
-  on every row;
+* ``table.md`` / ``table.csv``: mean +- std Jaccard (and Dice), in %, per label fraction (rows) and method (columns),
+  over test images whose scores are first averaged over seeds (with cross-validation every target image is a test
+  image once per seed); a spread table with the bootstrap 95% CI over images, the sd over seeds and over folds
+  (separately) and the failures (images below 70 Jaccard); fraction-free methods are repeated on every row;
 * ``table.md`` also shows, when the transfer cells recorded them, their Jaccard under other prediction views (the
   paper's M_A(G_BA(b)), the adapted M_A(b) alone, with its flip) beside the default view average.
 * ``wilcoxon.csv``: two-sided Wilcoxon signed-rank tests of ``transfer`` against every other method per fraction,
-  paired by (seed, image);
+  paired over images (seed-averaged scores);
 * ``jaccard_vs_fraction.png``: Jaccard against label fraction with 95% confidence intervals per method;
 * ``overlays/<method>_<fraction>_<seed>.png``: the ``overlays.png`` of each cell whose source segmenter had more
   classes than the target is scored on (``ExperimentConfig.source_classes``), e.g. heart and clavicles predicted on
@@ -49,17 +50,46 @@ def _fraction_free() -> tuple[str, ...]:
 REFERENCE = "transfer"
 
 
-def _pooled(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[tuple[int, str], float]:
-    values: dict[tuple[int, str], float] = {}
+FAILURE = 0.70  # an image whose Jaccard (averaged over seeds) is below this counts as a failure
+BOOTSTRAP = 2000
+
+
+def per_image(rows: Sequence[Mapping[str, Any]], metric: str) -> dict[str, float]:
+    """Each test image's ``metric`` averaged over the seeds of ``rows`` (the unit of every statistic here: images
+    are the independent samples; seeds are repeated measurements of the same image, not new samples)."""
+    values: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         per = row.get("per_image", {})
         for image_id, value in zip(per.get("id", []), per.get(metric, [])):
-            values[(int(row["seed"]), image_id)] = float(value)
-    return values
+            values[image_id].append(float(value))
+    return {k: float(np.mean(v)) for k, v in values.items()}
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, resamples: int = BOOTSTRAP,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean over images (seeded, so a report is reproducible)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size < 2:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, arr.size, size=(resamples, arr.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    return float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))
+
+
+def _spread(rows: Sequence[Mapping[str, Any]], key: str, metric: str) -> float:
+    """Standard deviation, over the values of ``key`` (seed or fold), of the mean ``metric`` of their cells."""
+    groups: dict[Any, list[float]] = defaultdict(list)
+    for row in rows:
+        groups[row.get(key, 0)].extend(float(v) for v in row.get("per_image", {}).get(metric, []))
+    means = [float(np.mean(v)) for v in groups.values() if v]
+    return float(np.std(means, ddof=1)) if len(means) > 1 else math.nan
 
 
 def summarize_results(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One summary per (method, fraction): counts, Jaccard and Dice mean / std / 95% CI, mean cell seconds.
+    """One summary per (method, fraction) over test images (each image's score averaged over seeds): mean, std
+    and bootstrap 95% CI over images, the spread over seeds and over folds (separately), failures (images below
+    :data:`FAILURE` Jaccard), counts and mean cell seconds.
 
     Fraction-free methods (no target label) are repeated at every fraction present in ``rows``.
     """
@@ -74,17 +104,37 @@ def summarize_results(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
             cell_rows = groups.get((method, 0.0 if method in _fraction_free() else fraction), [])
             if not cell_rows:
                 continue
-            entry: dict[str, Any] = {"method": method, "fraction": fraction, "n_seeds": len(cell_rows),
+            entry: dict[str, Any] = {"method": method, "fraction": fraction,
+                                     "n_seeds": len({int(r["seed"]) for r in cell_rows}),
+                                     "n_folds": len({int(r.get("fold", 0)) for r in cell_rows}),
                                      "n_labelled": cell_rows[0].get("n_labelled", 0) if method not in _fraction_free()
                                      else 0}
             for metric in ("jaccard", "dice"):
-                values = list(_pooled(cell_rows, metric).values()) or [float(r[metric]) for r in cell_rows]
+                values = list(per_image(cell_rows, metric).values()) or [float(r[metric]) for r in cell_rows]
                 s = summarize(values)
-                entry.update({f"{metric}_mean": s["mean"], f"{metric}_std": s["std"], f"{metric}_ci_low": s["ci_low"],
-                              f"{metric}_ci_high": s["ci_high"], "n_images": int(s["n"])})
+                low, high = bootstrap_ci(values)
+                entry.update({f"{metric}_mean": s["mean"], f"{metric}_std": s["std"], f"{metric}_ci_low": low,
+                              f"{metric}_ci_high": high, f"{metric}_seed_sd": _spread(cell_rows, "seed", metric),
+                              f"{metric}_fold_sd": _spread(cell_rows, "fold", metric), "n_images": int(s["n"])})
+            entry["failures"] = int(sum(v < FAILURE for v in per_image(cell_rows, "jaccard").values()))
             entry["seconds_mean"] = float(np.mean([float(r.get("seconds", math.nan)) for r in cell_rows]))
             out.append(entry)
     return out
+
+
+def spread_table(summary: Sequence[Mapping[str, Any]], metric: str = "jaccard") -> str:
+    """Per (fraction, method): bootstrap 95% CI over images, sd over seeds, sd over folds, failures, in %."""
+    lines = ["| labels | method | mean | 95% CI (images) | sd over seeds | sd over folds | failures (< 70) | images |",
+             "|---|---|---|---|---|---|---|---|"]
+
+    def pct(value: float) -> str:
+        return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+    for s in sorted(summary, key=lambda s: (s["fraction"], _methods().index(s["method"]))):
+        lines.append(f"| {100 * s['fraction']:g}% | {s['method']} | {pct(s[f'{metric}_mean'])} | "
+                     f"{pct(s[f'{metric}_ci_low'])} .. {pct(s[f'{metric}_ci_high'])} | {pct(s[f'{metric}_seed_sd'])} "
+                     f"| {pct(s[f'{metric}_fold_sd'])} | {s['failures']} | {s['n_images']} |")
+    return "\n".join(lines)
 
 
 def markdown_table(summary: Sequence[Mapping[str, Any]], metric: str = "jaccard") -> str:
@@ -109,7 +159,8 @@ def markdown_table(summary: Sequence[Mapping[str, Any]], metric: str = "jaccard"
 
 def wilcoxon_rows(rows: Sequence[Mapping[str, Any]], reference: str = REFERENCE,
                   metric: str = "jaccard") -> list[dict[str, Any]]:
-    """Wilcoxon signed-rank tests of ``reference`` against each other method per fraction, paired by (seed, id)."""
+    """Two-sided Wilcoxon signed-rank tests of ``reference`` against each other method per fraction, paired over
+    test images (each image's score averaged over seeds first)."""
     by_cell: dict[tuple[str, float], list[Mapping[str, Any]]] = defaultdict(list)
     for r in rows:
         by_cell[(r["method"], float(r["fraction"]))].append(r)
@@ -117,14 +168,14 @@ def wilcoxon_rows(rows: Sequence[Mapping[str, Any]], reference: str = REFERENCE,
     for (method, fraction), ref_rows in sorted(by_cell.items()):
         if method != reference:
             continue
-        ref = _pooled(ref_rows, metric)
+        ref = per_image(ref_rows, metric)
         for other in _methods():
             if other == reference:
                 continue
             other_rows = by_cell.get((other, 0.0 if other in _fraction_free() else fraction))
             if not other_rows:
                 continue
-            oth = _pooled(other_rows, metric)
+            oth = per_image(other_rows, metric)
             keys = sorted(set(ref) & set(oth))
             if not keys:
                 continue
@@ -185,15 +236,15 @@ def select_identities(rows: Sequence[Mapping[str, Any]], identities: Sequence[st
     """
     if identities:
         rows = [r for r in rows if r.get("identity") in set(identities)]
-    seen: dict[tuple[str, float, int], set[str]] = defaultdict(set)
+    seen: dict[tuple[str, float, int, int], set[str]] = defaultdict(set)
     for r in rows:
-        seen[(r["method"], float(r["fraction"]), int(r["seed"]))].add(str(r.get("identity", "")))
+        seen[(r["method"], float(r["fraction"]), int(r["seed"]), int(r.get("fold", 0)))].add(str(r.get("identity")))
     mixed = {k: sorted(v) for k, v in seen.items() if len(v) > 1}
     if mixed:
-        (method, fraction, seed), ids = next(iter(sorted(mixed.items())))
+        (method, fraction, seed, fold), ids = next(iter(sorted(mixed.items())))
         raise ValueError(f"expected one configuration per cell, got {len(mixed)} cell(s) run with several, e.g. "
-                         f"{method} at {fraction:g} seed {seed}: {', '.join(ids)} (see identity.json in their cell "
-                         "folders); pass --identity for the ones to report")
+                         f"{method} at {fraction:g} seed {seed} fold {fold}: {', '.join(ids)} (see identity.json in "
+                         "their cell folders); pass --identity for the ones to report")
     return list(rows)
 
 
@@ -224,10 +275,13 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None,
     tests = wilcoxon_rows(rows)
     seeds = sorted({int(r["seed"]) for r in rows})
     text = [f"# Sweep report: {runs}", "",
-            f"{len(rows)} cells, seeds {seeds}. Mean +- std over test images (pooled over seeds), in %.",
+            f"{len(rows)} cells, seeds {seeds}, folds {sorted({int(r.get('fold', 0)) for r in rows})}. Mean +- std "
+            "over test images (each image's score averaged over seeds first), in %.",
             "source_only and histmatch use no target label; their values are repeated on every row.", "",
             "## Jaccard", "", markdown_table(summary, "jaccard"), "", "## Dice", "", markdown_table(summary, "dice"),
-            "", "## Wilcoxon signed-rank tests (transfer vs each method, Jaccard, paired by seed and image)", "",
+            "", "## Spread (Jaccard): bootstrap CI over images, sd over seeds and over folds, failures", "",
+            spread_table(summary, "jaccard"),
+            "", "## Wilcoxon signed-rank tests (transfer vs each method, Jaccard, paired over images)", "",
             "| labels | versus | median difference | p-value | n |", "|---|---|---|---|---|"]
     text += [f"| {100 * t['fraction']:g}% | {t['versus']} | {100 * t['median_difference']:+.2f} | "
              f"{t['p_value']:.3g} | {int(t['n'])} |" for t in tests]

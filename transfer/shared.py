@@ -29,7 +29,7 @@ from segmentation.training import SegmentationConfig, build_segmenter, load_segm
 from transfer.baselines import segmentation_config, train_source_segmenter
 from transfer.config import ExperimentConfig
 from transfer.orchestrator import TransferOrchestrator
-from transfer.protocol import target_splits
+from transfer.protocol import fold_splits, target_splits
 from translation import create_translator
 
 SOURCE_SPLIT = (0.8, 0.2, 0.0)
@@ -78,12 +78,26 @@ def check_datasets(exp: ExperimentConfig, source: CXRData, target: CXRData) -> N
     if not src["train"] or not src["val"]:
         raise ValueError(f"expected at least 2 source images (train and validation), got {len(source)} in "
                          f"--source {exp.source}; add images")
-    tgt = target_splits(target.ids, exp.split_seed)
-    counts = {k: len(v) for k, v in tgt.items()}
-    if not all(counts.get(k) for k in ("train", "val", "test")):
-        raise ValueError(f"expected target images in train, validation and test of the 60/20/20 split, got {counts} "
-                         f"from {len(target)} image(s) in --target {exp.target}; the protocol needs at least 3 "
-                         "(tens for a meaningful table)")
+    if exp.folds and len(target) < 2 * exp.folds:
+        raise ValueError(f"expected at least {2 * exp.folds} target images for {exp.folds} folds, got {len(target)} "
+                         f"in --target {exp.target}; use fewer --folds")
+    for fold in range(max(1, exp.folds)):
+        tgt = cell_splits(exp.replace(fold=fold), target.ids, save=False)
+        counts = {k: len(v) for k, v in tgt.items()}
+        if not all(counts.get(k) for k in ("train", "val", "test")):
+            what = f"fold {fold} of {exp.folds}" if exp.folds else "the 60/20/20 split"
+            raise ValueError(f"expected target images in train, validation and test of {what}, got {counts} "
+                             f"from {len(target)} image(s) in --target {exp.target}; the protocol needs at least 3 "
+                             "(tens for a meaningful table)")
+
+
+def cell_splits(exp: ExperimentConfig, ids: Sequence[str], save: bool = True) -> dict[str, list[str]]:
+    """The target train / val / test ids of the cell: its fold of ``exp.folds`` folds (assignment saved as
+    ``folds_k<k>.json``), or the single 60/20/20 split (``splits.json``), under the sweep root."""
+    root = Path(exp.out)
+    if exp.folds:
+        return fold_splits(ids, exp.folds, exp.fold, exp.split_seed, root / f"folds_k{exp.folds}.json" if save else None)
+    return target_splits(ids, exp.split_seed, root / "splits.json" if save else None)
 
 
 def data_key(*parts: Iterable[str] | str | int) -> str:
@@ -162,7 +176,7 @@ def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target:
     model, _ = source_model(exp, source, device)
     if not warm_up:
         return
-    splits = target_splits(target.ids, exp.split_seed, Path(exp.out) / "splits.json")
+    splits = cell_splits(exp, target.ids)
     src = source.subset(source_splits(source, exp)["train"])
     tgt = target.subset(splits["train"])
     path, key = warmup_file(exp, src.ids, tgt.ids)

@@ -41,25 +41,36 @@ from transfer.shared import check_datasets, check_experiment, load_cell_data, pr
 
 
 # ----------------------------------------------------------------------------------------------------- the grid
-def grid(base: ExperimentConfig, methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int]
-         ) -> list[ExperimentConfig]:
-    """The cells of a sweep, seed-major. A method that needs labels skips fraction 0; a fraction-free one
-    (``source_only``, ``histmatch``) runs once per seed, at fraction 0.
+def grid(base: ExperimentConfig, methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
+         folds: Sequence[int] | None = None) -> list[ExperimentConfig]:
+    """The cells of a sweep, seed-major, then fold by fold (every fold of ``base.folds``; the one split when 0). A
+    method that needs labels skips fraction 0; a fraction-free one (``source_only``, ``histmatch``) runs once per
+    seed and fold, at fraction 0.
 
     Raises:
         ValueError: for a method name the registry does not hold.
     """
     cells = []
+    if folds is None:
+        folds = range(base.folds) if base.folds else (base.fold,)
     for seed in seeds:
-        for fraction in fractions:
-            for name in methods:
-                method = get_method(name)
-                if method.needs_labels and fraction == 0:
-                    continue
-                if method.fraction_free and fraction != min(fractions):
-                    continue
-                f = 0.0 if method.fraction_free else float(fraction)
-                cells.append(base.replace(method=name, fraction=f, seed=int(seed)))
+        for fold in folds:
+            cells.extend(_fold_cells(base.replace(fold=fold), methods, fractions, seed))
+    return cells
+
+
+def _fold_cells(base: ExperimentConfig, methods: Sequence[str], fractions: Sequence[float], seed: int
+                ) -> list[ExperimentConfig]:
+    cells = []
+    for fraction in fractions:
+        for name in methods:
+            method = get_method(name)
+            if method.needs_labels and fraction == 0:
+                continue
+            if method.fraction_free and fraction != min(fractions):
+                continue
+            f = 0.0 if method.fraction_free else float(fraction)
+            cells.append(base.replace(method=name, fraction=f, seed=int(seed)))
     return cells
 
 
@@ -77,13 +88,14 @@ def _run_subprocess(exp: ExperimentConfig) -> dict[str, Any]:
 
 
 def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
-              jobs: int = 1, runner: Callable[[ExperimentConfig], dict[str, Any]] | None = None,
+              jobs: int = 1, folds: Sequence[int] | None = None, runner: Callable[[ExperimentConfig], dict[str, Any]] | None = None,
               prepare: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every unfinished cell of the grid and append each result to ``out/results.jsonl``.
 
     Args:
         base: configuration shared by the cells (data, sizes, models, out).
-        methods / fractions / seeds: the grid (see :func:`grid`).
+        methods / fractions / seeds / folds: the grid (see :func:`grid`; ``folds`` None: every fold of
+            ``base.folds``).
         jobs: cells at once; above 1 each cell is a subprocess (one GPU can hold several).
         runner: runs one cell in-process (default :func:`run_cell`, with the datasets loaded once); tests inject
             a counting runner.
@@ -100,7 +112,7 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
         raise ValueError(f"expected jobs >= 1, got {jobs}")
     out = Path(base.out)
     results_path = out / RESULTS
-    cells = grid(base, methods, fractions, seeds)
+    cells = grid(base, methods, fractions, seeds, folds)
     finished = {r["key"] for r in read_results(results_path)}
     todo = [c for c in cells if cell_key(c) not in finished]
     data: list[CXRData] = []
@@ -113,9 +125,10 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
     if runner is None:
         runner = (lambda exp: run_cell(exp, *data)) if jobs == 1 else _run_subprocess
         if prepare and todo:
-            for seed in sorted({c.seed for c in todo}):
-                prepare_shared(base.replace(seed=seed), *data,
-                               warm_up=any(get_method(c.method).translator and c.seed == seed for c in todo))
+            for seed, fold in sorted({(c.seed, c.fold) for c in todo}):
+                prepare_shared(base.replace(seed=seed, fold=fold), *data,
+                               warm_up=any(get_method(c.method).translator and (c.seed, c.fold) == (seed, fold)
+                                           for c in todo))
     lock = threading.Lock()
 
     def one(exp: ExperimentConfig) -> None:

@@ -70,7 +70,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 COMMON = {"method": "method", "fraction": "fraction", "seed": "seed", "source": "source", "target": "target",
           "out": "out", "classes": "classes", "size": "size", "preset": "translator_preset",
           "iterations": "transfer.iterations", "warmup": "transfer.warmup_iterations",
-          "batch_size": "transfer.batch_size", "device": "device"}
+          "batch_size": "transfer.batch_size", "device": "device", "folds": "folds", "fold": "fold"}
 
 
 def shared_options(func: Callable) -> Callable:
@@ -98,6 +98,8 @@ def shared_options(func: Callable) -> Callable:
         click.option("--batch-size", type=click.IntRange(1), default=None,
                      help=f"images per step  [default: {TransferConfig.batch_size}]"),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:1...  [default: auto]"),
+        click.option("--folds", type=click.IntRange(0), default=None,
+                     help="k-fold cross-validation over the whole target set (0: one 60/20/20 split)  [default: 0]"),
         click.option("--dry-run", is_flag=True, help="print the resolved configuration and exit."),
     ]
     for option in reversed(options):
@@ -116,6 +118,8 @@ def build_config(method: str | None, fraction: float | None, seed: int | None, o
     data = _read_config_file(opts["config_file"]) if opts.get("config_file") else {}
     given = {"method": method, "fraction": fraction, "seed": seed, **{k: opts.get(k) for k in COMMON
                                                                          if k not in ("method", "fraction", "seed")}}
+    if given.get("folds") is not None and given["folds"] == 1:
+        raise click.BadParameter("expected --folds 0 (one split) or >= 2, got 1", param_hint="--folds")
     for option, value in given.items():
         if value is None:
             continue
@@ -173,8 +177,9 @@ def experiment() -> None:
               help="a registered method: " + ", ".join(METHODS) + ".")
 @click.option("--fraction", type=click.FloatRange(0, 1), required=True, help="share of target training labels.")
 @click.option("--seed", type=click.IntRange(0), default=None, help="seed of models, subsets, iterators  [default: 0]")
+@click.option("--fold", type=click.IntRange(0), default=None, help="the fold to run, with --folds  [default: 0]")
 @shared_options
-def run(method: str, fraction: float, seed: int | None, **opts: Any) -> None:
+def run(method: str, fraction: float, seed: int | None, fold: int | None, **opts: Any) -> None:
     """Run one cell (method, label fraction, seed) and print its result.
 
     \b
@@ -183,14 +188,15 @@ def run(method: str, fraction: float, seed: int | None, **opts: Any) -> None:
       cxr-transfer experiment run --method finetune --fraction 0.05 --seed 1 --source A --target B --dry-run
       cxr-transfer experiment run --method transfer --fraction 0.05 --config my.json   # any other field in a file
     """
-    config = build_config(method, fraction, seed, opts)
+    config = build_config(method, fraction, seed, {**opts, "fold": fold})
     if opts["dry_run"]:
         _print_config(config)
         return
     _refuse_torchrun("run")
     from transfer.sweep import run_sweep
 
-    rows = run_sweep(config, [config.method], [config.fraction], [config.seed], log=click.echo)
+    rows = run_sweep(config, [config.method], [config.fraction], [config.seed], folds=[config.fold],
+                     log=click.echo)
     for row in rows:
         click.echo(f"{row['key']}: jaccard {100 * row['jaccard']:.2f} +- {100 * row['jaccard_std']:.2f}, "
                    f"dice {100 * row['dice']:.2f} ({row['seconds']:.1f} s)")
@@ -213,6 +219,7 @@ def sweep(methods: tuple[str, ...], fractions: tuple[float, ...], seeds: tuple[i
     Examples:
       cxr-transfer experiment sweep --source data/jsrt --target data/montgomery --seeds 0,1,2 --jobs 4
       cxr-transfer experiment sweep --source A --target B --size 128 --preset tiny --fractions 0,0.05,1
+      cxr-transfer experiment sweep --source A --target B --folds 5 --seeds 0,1,2    # every target image tested once
     """
     base = build_config(None, None, None, opts)  # the grid sets method, fraction and seed of each cell
     if opts["dry_run"]:

@@ -45,7 +45,7 @@ def train(fraction: float | None, seed: int | None, **opts: Any) -> None:
     from transfer.cell import cell_dir
     from transfer.sweep import run_sweep
 
-    rows = run_sweep(config, ["transfer"], [config.fraction], [config.seed], log=click.echo)
+    rows = run_sweep(config, ["transfer"], [config.fraction], [config.seed], folds=[config.fold], log=click.echo)
     row = rows[0]
     click.echo(f"target test jaccard {100 * row['jaccard']:.2f} +- {100 * row['jaccard_std']:.2f} "
                f"(selected iteration {row.get('best_iteration')}, rule {row.get('selection')})")
