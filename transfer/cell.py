@@ -23,11 +23,11 @@ from runtime.io import atomic_write_json
 from runtime.seed import seed_everything
 from segmentation.data.dataset import CXRData
 from segmentation.data.splits import save_splits
-from segmentation.metrics import evaluate_masks
 from segmentation.training import probabilities_to_masks, write_rows_csv
 from transfer.baselines import select_classes
 from transfer.config import ExperimentConfig
-from transfer.methods import CellContext, Predictor, get_method
+from transfer.methods import CellContext, get_method
+from transfer.methods.base import mean_jaccard, score
 from transfer.protocol import TargetView, labelled_ids
 from transfer.report import write_overlays
 from transfer.shared import cell_splits, load_cell_data, source_model, source_splits
@@ -139,7 +139,7 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
     rows = score(output.predict, output.config, test)
     extra = dict(output.logs)
     if output.views:
-        extra["views"] = {name: _mean_jaccard(score(view, output.config, test), test.classes)
+        extra["views"] = {name: mean_jaccard(score(view, output.config, test), test.classes)
                           for name, view in output.views.items()}
     if output.predict_all_classes is not None:
         images = test.images[:8]
@@ -151,21 +151,9 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
     return result
 
 
-def score(predict: Predictor, config: Any, test: CXRData) -> list[dict[str, Any]]:
-    """Per-image metric rows (with ``id``) of a predictor's masks against the test masks."""
-    masks = probabilities_to_masks(predict(test.images).cpu(), config)
-    return [{"id": i, **r} for i, r in zip(test.ids, evaluate_masks(masks.cpu(), test.masks.cpu() > 0.5,
-                                                                     test.classes, spacing_mm=test.spacing_mm))]
-
-
 def _class_means(rows: list[dict[str, Any]], classes: Sequence[str], metric: str) -> list[float]:
     """Per image, the mean of ``metric`` over ``classes``."""
     return [sum(float(r[f"{metric}/{c}"]) for c in classes) / len(classes) for r in rows]
-
-
-def _mean_jaccard(rows: list[dict[str, Any]], classes: Sequence[str]) -> float:
-    values = _class_means(rows, classes, "jaccard")
-    return sum(values) / max(1, len(values))
 
 
 def _summarize(exp: ExperimentConfig, rows: list[dict[str, Any]], n_labelled: int, seconds: float,

@@ -315,14 +315,23 @@ def view_table(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     names = list(dict.fromkeys(k for r in cells for k in r["views"]))
     lines = ["", "## Transfer by prediction view (Jaccard %, mean over images and seeds; nothing selected by it)", "",
              "| labels | default views | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    def mean(values: list[float]) -> str:
+        return f"{100 * sum(values) / len(values):.2f}" if values else "-"
+
     for fraction in sorted({float(r["fraction"]) for r in cells}):
         group = [r for r in cells if float(r["fraction"]) == fraction]
-
-        def mean(values: list[float]) -> str:
-            return f"{100 * sum(values) / len(values):.2f}" if values else "-"
-
         lines.append(f"| {100 * fraction:g}% | {mean([float(r['jaccard']) for r in group])} | " + " | ".join(
             mean([float(r["views"][n]) for r in group if n in r["views"]]) for n in names) + " |")
+    val = [r for r in cells if isinstance(r.get("val_views"), Mapping)]
+    if val:  # the same views on the target validation labels: where a view default may honestly be chosen
+        val_names = list(dict.fromkeys(k for r in val for k in r["val_views"]))
+        lines += ["", "The same views on the target validation images (mean over folds and seeds): a view default is "
+                  "chosen here, not on the test images above.", "",
+                  "| labels | " + " | ".join(val_names) + " |", "|---" * (len(val_names) + 1) + "|"]
+        for fraction in sorted({float(r["fraction"]) for r in val}):
+            group = [r for r in val if float(r["fraction"]) == fraction]
+            lines.append(f"| {100 * fraction:g}% | " + " | ".join(
+                mean([float(r["val_views"][n]) for r in group if n in r["val_views"]]) for n in val_names) + " |")
     return lines
 
 

@@ -136,6 +136,7 @@ def test_source_with_more_classes_scores_target_classes_and_draws_overlays(tmp_p
     for r in rows:
         if r["method"] == "transfer":
             assert set(r["views"]) == {"paper", "direct", "direct_flip"}
+            assert set(r["val_views"]) == {"default", "paper", "direct", "direct_flip"}  # on validation labels
             assert all(0 <= v <= 1 for v in r["views"].values())
     assert "## Transfer by prediction view" in paths["markdown"].read_text()
     paper = base.replace(out=str(tmp_path / "paper"), transfer=base.transfer.replace(predict_views=("translated",)))

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from runtime.config import config_from_dict
 from segmentation.data.dataset import CXRData
-from segmentation.training import SegmentationConfig, predict_probabilities
+from segmentation.metrics import evaluate_masks
+from segmentation.training import SegmentationConfig, predict_probabilities, probabilities_to_masks
 from transfer.config import ExperimentConfig
 from transfer.protocol import TargetView
 
@@ -128,3 +129,16 @@ def segmenter_predictor(model: nn.Module, config: SegmentationConfig,
         return predict_probabilities(model, x, config).cpu()
 
     return predict
+
+
+def score(predict: Predictor, config: SegmentationConfig, data: CXRData) -> list[dict[str, Any]]:
+    """Per-image metric rows (with ``id``) of a predictor's masks against ``data``'s masks."""
+    masks = probabilities_to_masks(predict(data.images).cpu(), config)
+    return [{"id": i, **r} for i, r in zip(data.ids, evaluate_masks(masks.cpu(), data.masks.cpu() > 0.5,
+                                                                     data.classes, spacing_mm=data.spacing_mm))]
+
+
+def mean_jaccard(rows: list[dict[str, Any]], classes: tuple[str, ...] | list[str]) -> float:
+    """Mean over images of the per-image Jaccard averaged over ``classes``."""
+    values = [sum(float(r[f"jaccard/{c}"]) for c in classes) / len(classes) for r in rows]
+    return sum(values) / max(1, len(values))

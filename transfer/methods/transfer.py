@@ -17,7 +17,7 @@ from segmentation.data.preprocessing import normalize
 from segmentation.training import SegmentationConfig, save_segmenter
 from transfer.baselines import fine_tune
 from transfer.config import ExperimentConfig, TransferConfig
-from transfer.methods.base import CellContext, Method, MethodOutput, Predictor
+from transfer.methods.base import CellContext, Method, MethodOutput, Predictor, mean_jaccard, score
 from transfer.methods.finetune import finetune_config
 from transfer.orchestrator import TransferOrchestrator
 from transfer.prediction import predict_views
@@ -73,7 +73,10 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
         full = lambda images: predict_views(orch.ema_translator.module, orch.ema_segmenter.module,  # noqa: E731
                                             images, lambda x: normalize(x, mode), ("translated",)).cpu()
     logs = {"best_iteration": fit.best_iteration, "best_score": fit.best_score, "selection": config.selection,
-            "history": fit.history, "train_seconds": fit.seconds}
+            "history": fit.history, "train_seconds": fit.seconds,
+            # the prediction views on the target validation labels: where a view default may honestly be chosen
+            "val_views": {name: mean_jaccard(score(views(v), ctx.seg_config, ctx.target_val), exp.classes)
+                          for name, v in {"default": None, **VIEW_SCORES}.items()}}
     return MethodOutput(predict=views(None), config=ctx.seg_config, logs=logs,
                         views={name: views(v) for name, v in VIEW_SCORES.items()}, predict_all_classes=full)
 
