@@ -56,6 +56,11 @@ class RunLogger:
         if self._writer is not None:
             self._writer.add_figure(tag, figure, step)
 
+    def layout(self, layout: Mapping[str, Mapping[str, list]]) -> None:
+        """Write a custom-scalars layout (TensorBoard's CUSTOM SCALARS page): ``{category: {title: [kind, [regex]]}}``."""
+        if self._writer is not None:
+            self._writer.add_custom_scalars(dict(layout))
+
     def flush(self) -> None:
         if self._writer is not None:
             self._writer.flush()

@@ -28,11 +28,17 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torchvision.utils import make_grid
 
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.distributed import is_main_process, rank_indices, rank_seed, unwrap
 from runtime.logging import RunLogger, progress
-from runtime.seed import get_rng_state, seed_everything, set_generator_state, set_rng_state
+from runtime.seed import (
+    get_rng_state,
+    seed_everything,
+    set_generator_state,
+    set_rng_state,
+)
 from segmentation.data.augmentation import Augmenter
 from segmentation.data.preprocessing import normalize
 from segmentation.losses import create_loss
@@ -47,6 +53,7 @@ from transfer.steps import (
     generative_step,
     supervised_step,
 )
+from translation.monitor import TranslationMonitor, convergence_layout
 
 Selector = Callable[[nn.Module, nn.Module], dict[str, float]]
 
@@ -179,7 +186,9 @@ class TransferOrchestrator:
     def __init__(self, translator: nn.Module, segmenter: nn.Module, config: TransferConfig,
                  loss_fn: Callable[[Tensor, Tensor], Tensor] | None = None,
                  normalize: Callable[[Tensor], Tensor] | None = None, run_dir: str | os.PathLike | None = None,
-                 show_progress: bool = False, target_channels: Sequence[int] | None = None) -> None:
+                 show_progress: bool = False, target_channels: Sequence[int] | None = None,
+                 monitor: TranslationMonitor | None = None, overlay: tuple[Tensor, Tensor | None] | None = None,
+                 report: Callable[[str], None] | None = None) -> None:
         self.translator = translator
         self.segmenter = segmenter
         self.config = config
@@ -188,6 +197,9 @@ class TransferOrchestrator:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.show_progress = show_progress
         self.target_channels = list(target_channels) if target_channels is not None else None
+        self.monitor = monitor
+        self.overlay = overlay
+        self.report = report
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
                                          target=config.weight_target, pseudo=config.weight_pseudo,
@@ -333,6 +345,7 @@ class TransferOrchestrator:
         src = ForeverIterator(source_images, batch_size=c.batch_size, seed=rank_seed(c.seed), device=self.device)
         tgt = ForeverIterator(target_images, batch_size=c.batch_size, seed=rank_seed(c.seed) + 1, device=self.device)
         logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
+        logger.layout(convergence_layout())
         for it in progress(range(c.warmup_iterations), desc="warm-up", enabled=self.show_progress):
             (a,), (b,) = next(src), next(tgt)
             d = discriminative_step(self.translator, a, b, self.opt_d, amp=c.amp, grad_clip=c.grad_clip)
@@ -341,6 +354,9 @@ class TransferOrchestrator:
             if it % c.log_every == 0:
                 logger.scalars(d, it, prefix="warmup/discriminative")
                 logger.scalars(g, it, prefix="warmup/generative")
+            done = it + 1
+            if done % c.steps_per_epoch == 0 or done == c.warmup_iterations:
+                self._watch(logger, self.translator, done, "warmup", c.warmup_iterations, start)
         logger.close()
         if cache is not None and is_main_process():
             save_checkpoint(cache, {"translator": model.state_dict(), "key": full_key, "config": getattr(
@@ -389,6 +405,8 @@ class TransferOrchestrator:
                                                                                               c.ema_decay)
             self.load_state_dict(load_checkpoint(latest))
         logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
+        logger.layout(convergence_layout())
+        self._started = time.perf_counter()
         if latest is None and c.select_start and c.iterations > 0:
             self._evaluate(selector, logger)  # the starting point: selection may keep it if adaptation only hurts
         self.translator.train()
@@ -398,7 +416,7 @@ class TransferOrchestrator:
             losses = self.iteration()
             it = self.iteration_count
             if it % c.log_every == 0 or it == c.iterations:
-                logger.scalars(losses, it)
+                logger.scalars(losses, it, prefix="transfer")
             if it % c.steps_per_epoch == 0 or it == c.iterations:
                 self._evaluate(selector, logger)
                 if ckpt_dir is not None and is_main_process():
@@ -433,6 +451,8 @@ class TransferOrchestrator:
                 "translator": copy.deepcopy(self.ema_translator.module.state_dict()),
                 "segmenter": copy.deepcopy(self.ema_segmenter.module.state_dict())}])[-self.config.snapshots:]
         self.history.append({"iteration": float(it), **{k: float(v) for k, v in criteria.items()}})
+        self._watch(logger, self.ema_translator.module, it, "transfer", self.config.iterations,
+                    getattr(self, "_started", time.perf_counter()), criteria)
         score = float(criteria["score"])
         if not math.isnan(score) and score >= self.best["score"]:
             self.best = {"iteration": it, "score": score, "state": {
@@ -440,6 +460,39 @@ class TransferOrchestrator:
                 "segmenter": copy.deepcopy(self.ema_segmenter.module.state_dict())}}
         self.translator.train()
         self.segmenter.train()
+
+    def _watch(self, logger: RunLogger, translator: nn.Module, step: int, phase: str, total: int, start: float,
+               criteria: dict[str, float] | None = None) -> None:
+        """At an evaluation: held-out KID / histogram distance and image grids (``monitor``), the segmentation of the
+        overlay images, and one line of progress for logs that are not a terminal (``report``)."""
+        figures: dict[str, float] = {}
+        if self.monitor is not None and is_main_process():
+            figures = self.monitor.log(logger, translator, step, f"{phase}/monitor")
+        if phase == "transfer" and self.overlay is not None and logger.active:
+            logger.image("transfer/images/segmentation", self._overlay_grid(), step)
+        if self.report is not None and is_main_process():
+            rate = (time.perf_counter() - start) / max(1, step)
+            parts = [f"{phase} {step}/{total}", f"{rate:.2f} s/it", f"eta {rate * max(0, total - step):.0f} s"]
+            if criteria is not None and "score" in criteria:
+                parts.append(f"score {float(criteria['score']):.4f}")
+            parts += [f"{k} {v:.4f}" for k, v in figures.items() if k.startswith(("kid/", "hist/"))]
+            self.report(", ".join(parts))
+        logger.flush()
+
+    @torch.no_grad()
+    def _overlay_grid(self) -> Tensor:
+        """Target images with M_A(G_BA(b)) in red and, where labels may be read, the ground truth in green."""
+        images, masks = self.overlay
+        images = images[:4]
+        probs = predict_views(self.ema_translator.module, self.ema_segmenter.module, images.to(self.device),
+                              self.normalize, ("translated",)).cpu()
+        if self.target_channels is not None:
+            probs = probs[:, self.target_channels]
+        pred = (probs > 0.5).any(dim=1, keepdim=True).float()
+        grey = images.float().cpu().clamp(0, 1)
+        truth = (masks[:4].cpu() > 0.5).any(dim=1, keepdim=True).float() if masks is not None else torch.zeros_like(pred)
+        rgb = torch.cat([torch.maximum(grey * 0.7, pred), torch.maximum(grey * 0.7, truth * 0.9), grey * 0.7], dim=1)
+        return make_grid(rgb, nrow=len(images), padding=2, pad_value=1.0)
 
     # ------------------------------------------------------------------ prediction
     def _predict_logits(self, images: Tensor, ema: bool = True) -> Tensor:

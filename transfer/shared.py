@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -20,17 +21,29 @@ import torch
 
 from runtime.config import config_to_dict
 from runtime.device import resolve_device
-from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
+from runtime.preflight import (
+    check_divisible,
+    check_memory,
+    check_writable,
+    count_images,
+    dataset_bytes,
+)
 from runtime.seed import seed_everything
 from segmentation.data.dataset import CXRData, load_dataset
 from segmentation.data.preprocessing import normalize
 from segmentation.data.splits import save_splits, split_ids
-from segmentation.training import SegmentationConfig, build_segmenter, load_segmenter, save_segmenter
+from segmentation.training import (
+    SegmentationConfig,
+    build_segmenter,
+    load_segmenter,
+    save_segmenter,
+)
 from transfer.baselines import segmentation_config, train_source_segmenter
 from transfer.config import ExperimentConfig
 from transfer.orchestrator import TransferOrchestrator
 from transfer.protocol import fold_splits, target_splits
 from translation import create_translator
+from translation.monitor import TranslationMonitor
 
 SOURCE_SPLIT = (0.8, 0.2, 0.0)
 
@@ -166,6 +179,24 @@ def build_translator(exp: ExperimentConfig, device: torch.device) -> torch.nn.Mo
     return create_translator(exp.translator, exp.translator_preset, **exp.translator_kwargs).to(device)
 
 
+MONITOR_IMAGES = 16  # held-out images per domain measured at each evaluation (KID, histogram distance, grids)
+
+
+def make_monitor(source_val: torch.Tensor, target_val: torch.Tensor, size: int, seed: int
+                 ) -> TranslationMonitor | None:
+    """The translator's convergence monitor on the first validation images of each domain (None with fewer than 2)."""
+    if len(source_val) < 2 or len(target_val) < 2:
+        return None
+    return TranslationMonitor(source_val[:MONITOR_IMAGES] * 2 - 1, target_val[:MONITOR_IMAGES] * 2 - 1,
+                              kid_size=max(16, min(128, size)), kid_subsets=10, seed=seed)
+
+
+def report_line(message: str) -> None:
+    """One line per evaluation on stderr when it is not a terminal (CI, log files); a terminal has the bar."""
+    if not sys.stderr.isatty():
+        print(message, file=sys.stderr, flush=True)
+
+
 def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target: CXRData | None = None,
                    warm_up: bool = True) -> None:
     """Train (or find) what every cell of seed ``exp.seed`` shares: M_A and the warmed-up translator."""
@@ -180,6 +211,10 @@ def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target:
     src = source.subset(source_splits(source, exp)["train"])
     tgt = target.subset(splits["train"])
     path, key = warmup_file(exp, src.ids, tgt.ids)
+    src_val = source.subset(source_splits(source, exp)["val"])
     orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(model), transfer_config(exp),
-                                normalize=normalizer(exp), run_dir=path.with_suffix(""))  # TensorBoard: <cache>/tb
+                                normalize=normalizer(exp), run_dir=path.with_suffix(""),  # TensorBoard: <cache>/tb
+                                monitor=make_monitor(src_val.images, target.subset(splits["val"]).images, exp.size,
+                                                     exp.seed), report=report_line,
+                                show_progress=sys.stderr.isatty())
     orch.warm_up(src.images, tgt.images, cache=path, key=key)

@@ -30,14 +30,12 @@ from transfer.cell import cell_dir, cell_key, run_cell
 from transfer.config import ExperimentConfig
 from transfer.methods import get_method
 from transfer.results import RESULTS, append_result, read_results
-from transfer.shared import check_datasets, check_experiment, load_cell_data, prepare_shared
-
-
-
-
-
-
-
+from transfer.shared import (
+    check_datasets,
+    check_experiment,
+    load_cell_data,
+    prepare_shared,
+)
 
 
 # ----------------------------------------------------------------------------------------------------- the grid
@@ -131,13 +129,18 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
                                            for c in todo))
     lock = threading.Lock()
 
+    started, done = time.perf_counter(), [0]
+
     def one(exp: ExperimentConfig) -> None:
         t0 = time.perf_counter()
         row = runner(exp)
         row = {k: v for k, v in row.items() if k != "history"}
         with lock:
             append_result(results_path, row)
-        log(f"  {cell_key(exp)}: jaccard {row.get('jaccard', float('nan')):.4f} ({time.perf_counter() - t0:.1f} s)")
+            done[0] += 1
+            eta = (time.perf_counter() - started) / done[0] * (len(todo) - done[0])
+            log(f"  [{done[0]}/{len(todo)}] {cell_key(exp)}: jaccard {row.get('jaccard', float('nan')):.4f} "
+                f"({time.perf_counter() - t0:.1f} s; sweep eta {eta:.0f} s)")
 
     if jobs == 1:
         for exp in todo:

@@ -9,6 +9,7 @@ no augmentation, cross-entropy, selection on the target validation labels), repo
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 
 import torch
@@ -17,12 +18,25 @@ from segmentation.data.preprocessing import normalize
 from segmentation.training import SegmentationConfig, save_segmenter
 from transfer.baselines import fine_tune
 from transfer.config import ExperimentConfig, TransferConfig
-from transfer.methods.base import CellContext, Method, MethodOutput, Predictor, mean_jaccard, score
+from transfer.methods.base import (
+    CellContext,
+    Method,
+    MethodOutput,
+    Predictor,
+    mean_jaccard,
+    score,
+)
 from transfer.methods.finetune import finetune_config
 from transfer.orchestrator import TransferOrchestrator
 from transfer.prediction import predict_views
 from transfer.selection import Selector
-from transfer.shared import build_translator, normalizer, warmup_file
+from transfer.shared import (
+    build_translator,
+    make_monitor,
+    normalizer,
+    report_line,
+    warmup_file,
+)
 from translation import save_translator
 
 ADAPTED_TRANSLATOR = "translator.pt"
@@ -58,8 +72,12 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
                         if config.selection == "paper_target_val" else None, target_channels=channels,
                         source_masks=src_train.masks, views=config.predict_views)
     path, key = warmup_file(exp, src_train.ids, ctx.target.ids)
+    monitor = make_monitor(src_val.images, ctx.target_val.images, exp.size, exp.seed)
+    overlay = (labelled_data.images, labelled_data.masks) if labelled_data is not None else (
+        ctx.target_val.images, None)  # ground truth only where labels may be read: never at 0%
     orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(start_model).to(device), config,
-                                normalize=norm, run_dir=run, target_channels=channels)
+                                normalize=norm, run_dir=run, target_channels=channels, monitor=monitor,
+                                overlay=overlay, show_progress=sys.stderr.isatty(), report=report_line)
     fit = orch.fit(src_train.images, src_train.masks, unlabelled, labelled, selector, warmup_cache=path,
                    warmup_key=key, resume=True)
     save_adapted(run, orch, exp, ctx.full_config)
