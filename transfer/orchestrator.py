@@ -135,10 +135,12 @@ class EMA:
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
         self.updates += 1
         source = unwrap(model)
-        for ema_p, p in zip(self.module.parameters(), source.parameters()):
-            ema_p.lerp_(p.detach(), 1 - decay)
-        for ema_b, b in zip(self.module.buffers(), source.buffers()):
-            ema_b.copy_(b)
+        averaged = list(self.module.parameters())
+        if averaged:  # one foreach kernel over every tensor instead of a Python loop of small ones
+            torch._foreach_lerp_(averaged, [p.detach() for p in source.parameters()], 1 - decay)
+        buffers = list(self.module.buffers())
+        if buffers:
+            torch._foreach_copy_(buffers, list(source.buffers()))
 
     def state_dict(self) -> dict[str, Any]:
         return {"module": self.module.state_dict(), "updates": self.updates}

@@ -145,7 +145,8 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
     if path.is_file():
         model, saved, _ = load_segmenter(path, map_location=device)
         mine, theirs = config_to_dict(config), config_to_dict(saved)
-        different = sorted(k for k in mine if k not in ("device", "progress") and mine[k] != theirs.get(k))
+        different = sorted(k for k in mine if k not in ("device", "progress", "checkpoint_every")
+                           and mine[k] != theirs.get(k))
         if different:
             raise ValueError(f"expected the cached source segmenter {path} to match this experiment, got different "
                              f"{different}; use another --out or delete {folder}")
