@@ -1,0 +1,71 @@
+"""Seconds per transfer-loop iteration at the CPU protocol, on any commit (it uses only the long-standing API).
+
+Builds the orchestrator on real JSRT -> Montgomery images (or phantoms with --phantoms), runs warm-up-free timed
+iterations with self-training on (the heavier half of a run), and prints one JSON line: median and mean seconds per
+iteration over --repeats blocks of --iterations iterations, after --discard untimed ones.
+
+Usage (old commit against new, side by side on one machine, one thread each):
+    git worktree add /tmp/old <commit>
+    PYTHONPATH=/tmp/old python benchmarks/bench_iteration.py --label old
+    python benchmarks/bench_iteration.py --label new
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from segmentation.data.dataset import load_dataset
+from segmentation.data.phantoms import make_phantoms
+from segmentation.models import create_segmenter
+from transfer.config import TransferConfig
+from transfer.orchestrator import EMA, TransferOrchestrator
+from translation import create_translator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--label", default="run")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--discard", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--phantoms", action="store_true", help="phantoms instead of the real data")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    data = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    if args.phantoms or not (data / "jsrt").is_dir():
+        source, target = make_phantoms(48, args.size, "a", 0), make_phantoms(48, args.size, "b", 1)
+    else:
+        source = load_dataset(data / "jsrt", classes=("lungs",), size=args.size)
+        target = load_dataset(data / "montgomery", classes=("lungs",), size=args.size)
+    torch.manual_seed(0)
+    translator = create_translator("cyclegan", "tiny")
+    segmenter = create_segmenter("unet", in_channels=1, out_channels=1, depth=4, base_channels=8)
+    config = TransferConfig(iterations=1000, warmup_iterations=0, steps_per_epoch=1000, batch_size=8,
+                            pseudo_start=0.0)
+    orch = TransferOrchestrator(translator, segmenter, config)
+    orch._make_iterators(source.images, source.masks, target.images, None, 10)
+    orch.ema_translator, orch.ema_segmenter = EMA(translator, config.ema_decay), EMA(segmenter, config.ema_decay)
+    for _ in range(args.discard):
+        orch.iteration()
+    blocks = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        for _ in range(args.iterations):
+            orch.iteration()
+        blocks.append((time.perf_counter() - start) / args.iterations)
+    print(json.dumps({"label": args.label, "size": args.size, "threads": args.threads,
+                      "median_s_per_iteration": statistics.median(blocks), "mean": statistics.mean(blocks),
+                      "blocks": blocks}))
+
+
+if __name__ == "__main__":
+    main()
