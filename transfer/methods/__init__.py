@@ -7,7 +7,7 @@ sweep, ``experiment run``, the cell identity and the report take it from here.
 
 from __future__ import annotations
 
-from transfer.methods import finetune, histmatch, scratch, source_only, transfer
+from transfer.methods import adabn, augsource, fda, finetune, histmatch, scratch, source_only, transfer
 from transfer.methods.base import CellContext, Method, MethodOutput, Predictor, segmenter_predictor
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -17,6 +17,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     scratch.METHOD,
     source_only.METHOD,
     histmatch.METHOD,
+    adabn.METHOD,
+    augsource.METHOD,
+    fda.METHOD,
 )}
 
 
