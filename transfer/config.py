@@ -26,75 +26,39 @@ def _check(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TransferConfig:
-    """Hyper-parameters of the alternating transfer method.
+    """Hyper-parameters of the alternating transfer method (measurements behind each default: docs/results/transfer.md).
 
     Args:
-        iterations: adaptation iterations after the warm-up (one iteration = the three kinds of step).
-        warmup_iterations: unsupervised translator iterations (discriminative + generative steps only) before the
-            supervised step joins; the paper uses 20 epochs. A warmed-up translator can be cached and reused.
-        steps_per_epoch: iterations between evaluations, checkpoints and selection (the target set is tiny, so an
-            "epoch" is a fixed number of steps over forever-iterators).
-        batch_size: images per step for source and target batches.
-        n_discriminative / n_generative / n_supervised: steps of each kind per iteration.
-        lr_generator / lr_discriminator / lr_segmenter: Adam learning rates; ``betas`` are shared.
-        weight_generative: scale of the translator's own generator losses (adversarial, cycle, identity...).
-        weight_source: M_A on source pairs (a, y_a).
-        weight_cycle: M_A on G_BA(G_AB(a)) with y_a; flows into both generators.
-        weight_target: M_A on G_BA(b) with y_b for the labelled target images; flows into G_BA.
-        weight_pseudo: M_A on G_BA(b) with confident pseudo-labels (self-training); 0 disables it.
-        weight_target_direct: M_A on the labelled target pairs (b, y_b) without translation (not in the paper; it
-            trains the direct views of the prediction as fine-tuning does).
-        weight_translated: M_A on G_AB(a) with y_a (source images in target style, CyCADA's task loss; not in the
-            paper); flows into G_AB; 0 disables it.
-        pseudo_threshold: a pixel is confident when the EMA model's probability is above it or below 1 - it.
-        pseudo_start: fraction of ``iterations`` after which self-training starts.
-        ema_decay: decay of the exponential moving average of generator and segmenter weights; 0 disables EMA.
-        selection: rule that picks the checkpoint (see :mod:`transfer.selection`); ``"paper_target_val"`` uses all
-            target validation labels (the paper's protocol) and must be reported as such.
-        loss: segmentation loss name for ``segmentation.losses.create_loss`` (multi-label mode).
-        normalize_mode: ``segmentation.data.preprocessing.normalize`` mode for segmenter inputs.
-        amp: bf16 autocast on CUDA (ignored on CPU).
-        seed: seed of the iterators and of the run.
-        log_every: iterations between TensorBoard scalar writes.
-        grad_clip: max gradient norm for every optimizer step (0 disables it).
-        predict_views: views whose probabilities are averaged at prediction (test-time stabiliser, not in the
-            paper): ``"translated"`` is the paper's M_A(G_BA(b)), ``"direct"`` is M_A(b) (the adapted segmenter on the
-            raw target image), ``*_flip`` the same on the horizontally flipped image (flipped back). Self-training
-            pseudo-labels use ``pseudo_views``. The default averages all four: measured at 0% labels
-            it raised transfer over the paper's single view on phantoms (5 seeds) and on JSRT -> Montgomery
-            (docs/results/transfer.md); ``("translated",)`` is the paper's prediction.
-        pseudo_views: views averaged (by the EMA models) to make the self-training pseudo-labels; default all four
-            (measured at 0% labels: +7 points over pseudo-labels from the paper's view M_A(G_BA(b)) on phantoms, +0.4
-            on JSRT -> Montgomery; docs/results/transfer.md); ``("translated",)`` is the paper-view variant.
-        snapshots: average predictions over the EMA weights of the last ``snapshots`` evaluations instead of using
-            the selected ones (1: the selected weights only).
-        pseudo_filter: ``"shape"`` keeps a target image's pseudo-label of a class only when its shape (number of
-            connected components, area) is one the source masks show (``transfer.selection.ShapePrior``), so
-            self-training does not learn from failed predictions; ``"none"`` keeps every confident pixel.
-        generator_supervision: the paper's coupling: the supervised loss back-propagates into G_AB and G_BA;
-            False trains M_A only in the supervised step (an ablation).
-        segmenter_init: ``"source"`` starts the loop from M_A as the paper does; ``"finetune"`` first fine-tunes M_A
-            on the labelled target subset (the fine-tuning baseline, same settings) and starts from that, so the loop
-            begins where the strongest labelled baseline ends (not in the paper; identical to ``"source"`` at 0%).
-        augment: random geometry and intensity (``segmentation.data.augmentation.Augmenter`` with its defaults, the
-            augmentation the fine-tuning and source baselines train with) in the supervised step: ``"labelled"``
-            augments the source pairs (a, y_a) and the labelled target pairs (b, y_b) before they are translated
-            and segmented; ``"all"`` also the self-training images with their pseudo-labels and weights (the same
-            warp for all three; pseudo-labels are made on the un-augmented image, so the student learns them under
-            a perturbation); ``"none"`` (the paper) trains on the images as they are. The default ``"all"`` was
-            measured at 0% labels: on phantoms (10 seeds, 240 iterations) it stopped the drift of the loop (the
-            default selection picks 0.757 mean Jaccard against 0.705 without it; source-only 0.709), on JSRT ->
-            Montgomery 92.38 against 92.27 (docs/results/transfer.md).
-        pseudo_teacher: the models that make the self-training pseudo-labels: ``"ema"`` the EMA models (they follow
-            the student within a few dozen iterations), ``"selected"`` the best-scoring EMA weights so far (by
-            ``selection``; the starting point when nothing scored better), so the labels only change when the
-            label-free score improves and a student that starts to fail cannot teach itself its failures. The
-            default ``"selected"`` was measured on JSRT -> Montgomery at 0% labels: with ``"ema"`` self-training
-            collapsed 100-150 iterations after it began (one image failing outright, -2.5 to -4.4 points), with
-            ``"selected"`` a 450-iteration run rose steadily to the end (92.90); on phantoms the two tie
-            (docs/results/transfer.md).
-        select_start: also score the starting point (the warmed-up translator with M_A unchanged, iteration 0), so
-            that selection can keep it when adaptation only makes things worse.
+        iterations / warmup_iterations: adaptation iterations (one = the three kinds of step) after an unsupervised
+            translator warm-up (discriminative + generative steps only; cached and reused across label fractions).
+        steps_per_epoch: iterations between evaluations, checkpoints and selection (forever-iterators: the target
+            set is tiny). batch_size: images per step.
+        n_discriminative / n_generative / n_supervised: steps of each kind per iteration (the paper: 1 each).
+        lr_generator / lr_discriminator / lr_segmenter, betas: Adam.
+        weight_generative: scale of the translator's own losses. weight_source: M_A on (a, y_a). weight_cycle: M_A
+            on G_BA(G_AB(a)) with y_a. weight_target: M_A on G_BA(b) with y_b (labelled target). weight_pseudo:
+            self-training on confident pseudo-labels of unlabelled target images (0 disables it).
+        weight_translated / weight_target_direct: ablations beyond the paper (CyCADA's M_A(G_AB(a)) with y_a; M_A on
+            (b, y_b) untranslated); 0 disables them.
+        pseudo_threshold / pseudo_start: confidence of a pseudo-labelled pixel; share of ``iterations`` before
+            self-training starts. pseudo_teacher: ``"selected"`` (the best-scoring weights so far) or ``"ema"``.
+        ema_decay: EMA of generator and segmenter weights (0: none). snapshots: average the last evaluations' EMA
+            weights at prediction (1: the selected weights).
+        selection: the checkpoint rule (:mod:`transfer.selection`); ``"paper_target_val"`` reads every target
+            validation label (the paper's protocol) and is reported as such. select_start: also score the starting
+            point, so adaptation that only hurts keeps M_A.
+        loss / normalize_mode: segmentation loss (multi-label) and segmenter input normalisation.
+        amp: bf16 autocast on CUDA. seed, log_every, grad_clip (0: none).
+        predict_views / pseudo_views: views of the target image averaged at prediction / for pseudo-labels
+            (``translated`` = the paper's M_A(G_BA(b)), ``direct`` = M_A(b), ``*_flip``); ``("translated",)`` is the
+            paper.
+        pseudo_filter: ``"shape"`` drops pseudo-labels whose shape the source masks never show (an ablation).
+        generator_supervision: the paper's coupling (the supervised loss also trains the generators); False is an
+            ablation. segmenter_init: ``"finetune"`` starts from the fine-tuning baseline at f > 0 (an ablation).
+        augment: augmentation in the supervised step: ``"none"`` (the paper), ``"labelled"`` (the labelled pairs),
+            ``"all"`` (also the self-training images with their pseudo-labels).
+
+    Presets (:meth:`preset`): ``default`` (these defaults) and ``paper`` (exactly the published method).
     """
 
     iterations: int = 3000
