@@ -7,12 +7,15 @@ sweep, ``experiment run``, the cell identity and the report take it from here.
 
 from __future__ import annotations
 
-from transfer.methods import adabn, augsource, fda, finetune, histmatch, scratch, source_only, transfer
+from transfer.methods import (adabn, augsource, fda, finetune, histmatch, scratch, selftrain, semisup, source_only,
+                              transfer)
 from transfer.methods.base import CellContext, Method, MethodOutput, Predictor, segmenter_predictor
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     transfer.METHOD,
     transfer.PAPER,
+    selftrain.METHOD,
+    semisup.METHOD,
     finetune.METHOD,
     scratch.METHOD,
     source_only.METHOD,
