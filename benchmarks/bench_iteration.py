@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--phantoms", action="store_true", help="phantoms instead of the real data")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    data = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+    data = Path(os.environ.get("CXR_DATA", "../shared/data"))  # set CXR_DATA when running a copy from elsewhere
     if args.phantoms or not (data / "jsrt").is_dir():
         source, target = make_phantoms(48, args.size, "a", 0), make_phantoms(48, args.size, "b", 1)
     else:
@@ -48,7 +48,7 @@ def main() -> None:
         target = load_dataset(data / "montgomery", classes=("lungs",), size=args.size)
     torch.manual_seed(0)
     translator = create_translator("cyclegan", "tiny")
-    segmenter = create_segmenter("unet", in_channels=1, out_channels=1, depth=4, base_channels=8)
+    segmenter = create_segmenter("unet", in_channels=1, out_channels=source.masks.shape[1], depth=4, base_channels=8)
     config = TransferConfig(iterations=1000, warmup_iterations=0, steps_per_epoch=1000, batch_size=8,
                             pseudo_start=0.0)
     orch = TransferOrchestrator(translator, segmenter, config)
