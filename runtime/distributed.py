@@ -7,7 +7,9 @@ process group is torch's.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -120,3 +122,18 @@ def close_distributed() -> None:
     if _initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def frozen(parameters) -> Iterator[None]:  # noqa: ANN001 - any iterable of parameters
+    """Temporarily set ``requires_grad=False`` on ``parameters`` (restored afterwards, even on error), e.g. the
+    discriminators during a generator step."""
+    params = list(parameters)
+    previous = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, previous):
+            p.requires_grad_(flag)

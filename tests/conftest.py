@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import torch
 torch.set_num_threads(int(os.environ.get("CXR_TEST_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helpers shared by test files (translation_helpers)
 
 
 def data_root() -> Path:

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from runtime.distributed import is_main_process, rank_indices, rank_seed, unwrap
+from runtime.distributed import frozen, is_main_process, rank_indices, rank_seed, unwrap
 from runtime.logging import RunLogger, progress
 from runtime.seed import (
     get_rng_state,
@@ -49,7 +49,6 @@ from transfer.steps import (
     SupervisedBatch,
     SupervisedWeights,
     discriminative_step,
-    frozen,
     generative_step,
     supervised_step,
 )

@@ -18,16 +18,15 @@ generators.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.device import autocast
-from runtime.distributed import all_reduce_gradients, unwrap
+from runtime.distributed import all_reduce_gradients, frozen, unwrap
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Normalizer = Callable[[Tensor], Tensor]
@@ -41,20 +40,6 @@ def to_translator(images: Tensor) -> Tensor:
 def from_translator(images: Tensor) -> Tensor:
     """Translator images in ``[-1, 1]`` back to ``[0, 1]`` (differentiable; no clamp, so gradients always flow)."""
     return (images + 1) / 2
-
-
-@contextlib.contextmanager
-def frozen(parameters: Iterable[nn.Parameter]) -> Iterator[None]:
-    """Temporarily set ``requires_grad=False`` on ``parameters`` (restored afterwards, even on error)."""
-    params = [p for p in parameters]
-    previous = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in zip(params, previous):
-            p.requires_grad_(flag)
 
 
 def _zero(parameters: Iterable[nn.Parameter]) -> None:

@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from runtime.distributed import frozen
 from translation.generators import check_image
 
 FAKE_KEYS = ("fake_a", "fake_b")
@@ -144,18 +145,9 @@ class Translator(nn.Module, abc.ABC):
         check_image(a, self.channels, "images a", divisor)
         check_image(b, self.channels, "images b", divisor)
 
-    @contextlib.contextmanager
-    def _frozen_discriminators(self) -> Iterator[None]:
+    def _frozen_discriminators(self) -> contextlib.AbstractContextManager[None]:
         """Stop gradients from reaching discriminator parameters (they still flow through them to the inputs)."""
-        params = list(self.discriminator_parameters())
-        flags = [p.requires_grad for p in params]
-        for p in params:
-            p.requires_grad_(False)
-        try:
-            yield
-        finally:
-            for p, flag in zip(params, flags):
-                p.requires_grad_(flag)
+        return frozen(self.discriminator_parameters())
 
     def _fakes(self, a: Tensor, b: Tensor, fakes: dict[str, Tensor] | None) -> tuple[Tensor, Tensor]:
         """(fake_a, fake_b) from the cache, else regenerated under no_grad with :meth:`_sample_fakes`."""

@@ -10,11 +10,11 @@ import torch
 import transfer.orchestrator as orchestrator_module
 from transfer.config import TransferConfig
 from transfer.orchestrator import TransferOrchestrator
+from runtime.distributed import frozen
 from transfer.steps import (
     SupervisedBatch,
     SupervisedWeights,
     discriminative_step,
-    frozen,
     generative_step,
     supervised_step,
 )

@@ -5,7 +5,7 @@ import torch
 
 from translation import TRANSLATORS, CycleGAN, create_translator
 from translation.losses import l1_loss
-from translation.testing import assert_gradient_routing, assert_losses, images
+from translation_helpers import assert_gradient_routing, assert_losses, images
 
 G_KEYS = {"gan_ab", "gan_ba", "cycle_a", "cycle_b", "identity_a", "identity_b"}
 D_KEYS = {"d_a_real", "d_a_fake", "d_b_real", "d_b_fake"}

@@ -8,7 +8,7 @@ from torch import nn
 
 from translation import create_translator, translate_image
 from translation.inference import pad_to_multiple, tile_starts
-from translation.testing import images
+from translation_helpers import images
 
 
 def _translator(seed: int = 0, **kwargs) -> nn.Module:

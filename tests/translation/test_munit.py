@@ -5,7 +5,7 @@ import torch
 
 from translation import MUNIT, create_translator
 from translation.munit import AdaINDecoder, StyleEncoder
-from translation.testing import assert_gradient_routing, assert_losses, images
+from translation_helpers import assert_gradient_routing, assert_losses, images
 
 G_KEYS = {"gan_ab", "gan_ba", "recon_a", "recon_b", "recon_content_a", "recon_content_b", "recon_style_a",
           "recon_style_b"}

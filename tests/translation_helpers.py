@@ -1,7 +1,7 @@
 """Contract checks for :class:`translation.base.Translator` implementations.
 
-A user who writes a translator of their own (any unpaired model with the same interface) can check it with these,
-as this project's tests check CycleGAN, UNIT and MUNIT: loss dictionaries hold finite scalars that add up to
+The tests of CycleGAN, UNIT, MUNIT (and of any translator with the same interface) check with these
+that loss dictionaries hold finite scalars that add up to
 ``"loss"``, and generator losses reach only generator parameters (discriminators frozen), the converse for the
 discriminator losses.
 """
