@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import sys
 from typing import Any
 
 import torch
@@ -52,7 +53,7 @@ def segmentation_config(exp: ExperimentConfig, iterations: int, lr: float, augme
                               size=exp.size, loss=exp.transfer.loss, epochs=max(1, math.ceil(iterations / steps)),
                               steps_per_epoch=steps, batch_size=exp.transfer.batch_size, lr=lr, augment=augment,
                               normalization=exp.transfer.normalize_mode, seed=exp.seed + seed_offset,
-                              device=exp.device, amp=exp.transfer.amp, progress=False, overlays=0,
+                              device=exp.device, amp=exp.transfer.amp, progress=sys.stderr.isatty(), overlays=0,
                               # resume checkpoints every ~250 steps, not every 25-step epoch (a U-Net's file with
                               # its optimiser state is ~100 MB at full size, written with an fsync)
                               checkpoint_every=max(1, CHECKPOINT_STEPS // steps))

@@ -152,6 +152,8 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
                              f"{different}; use another --out or delete {folder}")
         return model, config
     train, val = source.subset(splits["train"]), source.subset(splits["val"]) if splits["val"] else None
+    report_line(f"source M_A: training {exp.source_iterations} steps on {len(train)} images ({exp.segmenter}, "
+                f"{exp.size} px)")
     model = train_source_segmenter(train, val, config, run_dir=folder / "run")
     save_segmenter(model, path, config, {"source": exp.source, "train_ids": splits["train"]})
     return model.to(device), config

@@ -6,6 +6,7 @@ from segmentation.training import SegmentationConfig
 from transfer.baselines import fine_tune, segmentation_config
 from transfer.config import ExperimentConfig
 from transfer.methods.base import CellContext, Method, MethodOutput, segmenter_predictor
+from transfer.shared import report_line
 
 OPTIONS = ("finetune_iterations", "finetune_lr")
 
@@ -21,6 +22,7 @@ def run(ctx: CellContext) -> MethodOutput:
     if labelled is None:
         return MethodOutput(predict=segmenter_predictor(ctx.m_a, ctx.seg_config), config=ctx.seg_config)
     config = finetune_config(ctx.exp)
+    report_line(f"finetune: {ctx.exp.finetune_iterations} steps on {len(labelled)} labelled target images")
     model = fine_tune(ctx.m_a, labelled, config, run_dir=ctx.run / "segment")
     return MethodOutput(predict=segmenter_predictor(model, config), config=config)
 
