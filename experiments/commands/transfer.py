@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
@@ -70,59 +69,12 @@ def predict(model_dir: str, images: str, out: str, device: str) -> None:
     Example:
       cxr-transfer transfer predict --model runs/adapt/cells/transfer/f0.0000/s0-<hash> --images xrays/ --out masks/
     """
-    import json
+    from segmentation.data.io import DataError
+    from transfer.apply import predict_folder
 
-    import numpy as np
-    import torch
-
-    from runtime.device import resolve_device
-    from segmentation.data.io import IMAGE_SUFFIXES, DataError, read_image, write_png
-    from segmentation.data.preprocessing import normalize
-    from segmentation.training import load_segmenter, probabilities_to_masks, resize_images
-    from transfer.prediction import predict_views
-    from transfer.report import write_overlays
-    from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
-    from translation import load_translator
-
-    folder = Path(model_dir)
     try:
         check_writable(out, "--out")
-    except ValueError as err:
+        paths = predict_folder(model_dir, images, out, device=device)
+    except (ValueError, FileNotFoundError, RuntimeError, DataError) as err:
         raise click.ClickException(str(err)) from None
-    for name in (ADAPTED_TRANSLATOR, ADAPTED_SEGMENTER):
-        if not (folder / name).is_file():
-            raise click.ClickException(f"{folder / name} is missing; pass the run folder printed by "
-                                       "`cxr-transfer transfer train` (it holds translator.pt and segmenter.pt)")
-    views: tuple[str, ...] = ("translated",)
-    if (folder / "config.json").is_file():
-        views = tuple(json.loads((folder / "config.json").read_text()).get("transfer", {}).get("predict_views",
-                                                                                                 views))
-    try:
-        dev = resolve_device(device)
-        translator, _ = load_translator(folder / ADAPTED_TRANSLATOR, map_location=dev)
-        segmenter, config, _ = load_segmenter(folder / ADAPTED_SEGMENTER, map_location=dev)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        raise click.ClickException(str(err)) from None
-    paths = sorted(p for p in Path(images).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise click.ClickException(f"no image ({', '.join(IMAGE_SUFFIXES)}) in {images}; pass a folder of images")
-    shown_images, shown_masks = [], []
-    for path in paths:
-        try:
-            array = read_image(path)
-        except DataError as err:
-            raise click.ClickException(str(err)) from None
-        scale = 65535.0 if array.dtype == np.uint16 else 255.0
-        image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
-        x = resize_images(image, config.size).to(dev)
-        probs = predict_views(translator, segmenter, x, lambda t: normalize(t, config.normalization), views)
-        probs = resize_images(probs.cpu(), tuple(image.shape[-2:])).clamp(0, 1)
-        masks = probabilities_to_masks(probs, config)
-        for k, name in enumerate(config.classes):
-            write_png(Path(out) / name / f"{path.stem}.png", masks[0, k].numpy().astype(np.uint8) * 255)
-        if len(shown_images) < 8:
-            shown_images.append(resize_images(image, 256))
-            shown_masks.append(resize_images(masks.float(), 256) > 0.5)
-    write_overlays(torch.cat(shown_images), torch.cat(shown_masks), config.classes, Path(out) / "overlays.png",
-                   titles=[p.stem for p in paths[:8]])
-    click.echo(f"{len(paths)} images segmented into {out} (classes {', '.join(config.classes)})")
+    click.echo(f"{len(paths)} images segmented into {out}")
