@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from runtime.device import autocast
 from runtime.distributed import frozen, is_main_process, rank_indices, rank_seed, unwrap
 from runtime.logging import RunLogger, progress
 from runtime.seed import (
@@ -290,10 +291,12 @@ class TransferOrchestrator:
         if c.weight_pseudo > 0 and self.iteration_count >= c.pseudo_start * c.iterations:
             (b,) = next(self.target)
             teacher_t, teacher_s = self._teacher()
-            if tuple(c.pseudo_views) == ("translated",):
-                probs = torch.sigmoid(predict_target(teacher_t, teacher_s, b, self.normalize))
-            else:  # pseudo-labels from a view average of the teacher models
-                probs = predict_views(teacher_t, teacher_s, b, self.normalize, c.pseudo_views)
+            with autocast(self.device, c.amp):  # no_grad inside; bf16 on CUDA, a no-op on the CPU
+                if tuple(c.pseudo_views) == ("translated",):
+                    probs = torch.sigmoid(predict_target(teacher_t, teacher_s, b, self.normalize))
+                else:  # pseudo-labels from a view average of the teacher models
+                    probs = predict_views(teacher_t, teacher_s, b, self.normalize, c.pseudo_views)
+            probs = probs.float()
             batch.b_unlabelled = b
             batch.pseudo = (probs > 0.5).float()
             batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()
