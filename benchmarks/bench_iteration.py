@@ -25,6 +25,7 @@ from segmentation.data.dataset import load_dataset
 from segmentation.data.phantoms import make_phantoms
 from segmentation.models import create_segmenter
 from transfer.config import TransferConfig
+import transfer.orchestrator as orchestrator
 from transfer.orchestrator import EMA, TransferOrchestrator
 from translation import create_translator
 
@@ -38,6 +39,9 @@ def main() -> None:
     parser.add_argument("--discard", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--phantoms", action="store_true", help="phantoms instead of the real data")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--per-step", action="store_true",
+                        help="also time each step kind (wraps the orchestrator's step functions; new commits only)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     data = Path(os.environ.get("CXR_DATA", "../shared/data"))  # set CXR_DATA when running a copy from elsewhere
@@ -49,20 +53,33 @@ def main() -> None:
     torch.manual_seed(0)
     translator = create_translator("cyclegan", "tiny")
     segmenter = create_segmenter("unet", in_channels=1, out_channels=source.masks.shape[1], depth=4, base_channels=8)
-    config = TransferConfig(iterations=1000, warmup_iterations=0, steps_per_epoch=1000, batch_size=8,
+    config = TransferConfig(iterations=1000, warmup_iterations=0, steps_per_epoch=1000, batch_size=args.batch_size,
                             pseudo_start=0.0)
+    steps: dict[str, float] = {}
+    if args.per_step:
+        for name in ("discriminative_step", "generative_step", "supervised_step"):
+            def timed(*a, _fn=getattr(orchestrator, name), _name=name, **k):  # noqa: ANN002, ANN003, ANN202
+                start = time.perf_counter()
+                try:
+                    return _fn(*a, **k)
+                finally:
+                    steps[_name] = steps.get(_name, 0.0) + time.perf_counter() - start
+            setattr(orchestrator, name, timed)
     orch = TransferOrchestrator(translator, segmenter, config)
     orch._make_iterators(source.images, source.masks, target.images, None, 10)
     orch.ema_translator, orch.ema_segmenter = EMA(translator, config.ema_decay), EMA(segmenter, config.ema_decay)
     for _ in range(args.discard):
         orch.iteration()
+    steps.clear()
     blocks = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         for _ in range(args.iterations):
             orch.iteration()
         blocks.append((time.perf_counter() - start) / args.iterations)
-    print(json.dumps({"label": args.label, "size": args.size, "threads": args.threads,
+    timed_iterations = args.iterations * args.repeats
+    print(json.dumps({"label": args.label, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
+                      "per_step_s": {k: v / timed_iterations for k, v in steps.items()},
                       "median_s_per_iteration": statistics.median(blocks), "mean": statistics.mean(blocks),
                       "blocks": blocks}))
 
