@@ -1,4 +1,4 @@
-"""Training, evaluation and inference of chest X-ray segmenters.
+"""Training and evaluation of chest X-ray segmenters (inference and model files: :mod:`segmentation.inference`).
 
 The training loop follows the recipe of the segmentation papers this project reproduces (Adam, a
 Dice-based loss, early stopping and model selection on validation Dice; Novikov et al., "Fully
@@ -19,12 +19,11 @@ needed to resume exactly), ``checkpoints/best.pt`` (a segmenter file, see :func:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -56,142 +55,25 @@ from runtime import (
 )
 from runtime.distributed import rank_indices
 from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
-
-MODES = ("multilabel", "multiclass")
-NORMALIZATIONS = ("per_image", "dataset", "none")
-SCHEDULERS = ("none", "cosine", "plateau")
-SEGMENTER_FORMAT = "cxr-transfer-segmenter/1"
+from segmentation.config import MODES, NORMALIZATIONS, SCHEDULERS, SegmentationConfig  # noqa: F401 - re-exported
+from segmentation.inference import (  # noqa: F401 - re-exported: training builds on inference
+    SEGMENTER_FORMAT,
+    _as_models,
+    _check_images,
+    _device_of,
+    _normalize,
+    build_segmenter,
+    load_segmenter,
+    predict_masks,
+    predict_probabilities,
+    probabilities_to_masks,
+    resize_images,
+    resize_masks,
+    save_segmenter,
+)
 
 # RGB colours of the first classes in overlays (lungs, heart, clavicles, then the rest).
 _COLOURS = ((0.15, 0.55, 1.0), (1.0, 0.25, 0.2), (0.2, 0.9, 0.3), (1.0, 0.8, 0.1), (0.8, 0.3, 1.0), (0.1, 0.9, 0.9))
-
-
-@dataclass(frozen=True)
-class SegmentationConfig:
-    """Everything that defines a segmentation training run (saved as ``config.json``).
-
-    Args:
-        model: segmenter name for ``segmentation.models.create_segmenter`` ("unet", "invertednet", ...).
-        model_kwargs: extra keyword arguments of the segmenter (``in_channels``/``out_channels`` are set here).
-        classes: class names, one output channel each (``segmentation.data.dataset.CLASS_GROUPS`` keys).
-        size: square training and inference size in pixels; images of other sizes are resized to it.
-        mode: "multilabel" (one sigmoid per class, classes may overlap) or "multiclass" (softmax over
-            background + classes, the exclusive encoding of Novikov et al.).
-        loss: loss name for ``segmentation.losses.create_loss``.
-        loss_kwargs: extra keyword arguments of the loss.
-        epochs: number of epochs.
-        batch_size: images per step (per process under DDP).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        scheduler: "none", "cosine" (annealed to 0 over ``epochs``) or "plateau" (halves the rate after
-            ``patience // 2`` validations without improvement, needs validation data).
-        augment: apply ``segmentation.data.augmentation.Augmenter`` to training batches.
-        augment_kwargs: keyword arguments of the ``Augmenter``.
-        mixup_alpha: Beta(alpha, alpha) mixup of training batches; 0 disables it (multilabel only).
-        normalization: segmenter input normalisation (``segmentation.data.preprocessing.normalize`` mode).
-        norm_stats: dataset statistics for ``normalization="dataset"``; computed from the training images
-            when None.
-        seed: seed of weights-independent randomness (batch order, augmentation, dropout).
-        device: "auto", "cpu", "cuda", "cuda:1"; "auto" keeps a model already placed on an accelerator.
-        amp: bf16 autocast on CUDA (ignored on CPU).
-        channels_last: channels-last memory format for model and inputs.
-        patience: stop after this many epochs without a better validation Dice; None disables early stopping.
-        val_every: validate every this many epochs (and at the last epoch).
-        steps_per_epoch: optimizer steps per epoch; None means one pass over the training images.
-        threshold: probability above which a pixel is foreground (multilabel mode).
-        postprocess: keep the largest connected components and fill holes when evaluating and predicting.
-        eval_batch_size: images per forward pass at validation and inference.
-        grad_clip: clip the gradient norm to this value; None disables clipping.
-        checkpoint_every: write ``checkpoints/last.pt`` (and ``best.pt`` when it changed) every this many epochs,
-            and at the end; a resumed run restarts from the last one written. Raise it for fast GPU runs.
-        overlays: number of validation images shown with their predictions in TensorBoard.
-        progress: show a progress bar.
-    """
-
-    model: str = "unet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    classes: tuple[str, ...] = ("lungs",)
-    size: int = 256
-    mode: str = "multilabel"
-    loss: str = "dice_bce"
-    loss_kwargs: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 50
-    batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    scheduler: str = "none"
-    augment: bool = False
-    augment_kwargs: dict[str, Any] = field(default_factory=dict)
-    mixup_alpha: float = 0.0
-    normalization: str = "per_image"
-    norm_stats: tuple[float, ...] | None = None
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True
-    channels_last: bool = False
-    patience: int | None = None
-    val_every: int = 1
-    steps_per_epoch: int | None = None
-    threshold: float = 0.5
-    postprocess: bool = True
-    eval_batch_size: int = 16
-    grad_clip: float | None = None
-    checkpoint_every: int = 1
-    overlays: int = 4
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        _expect(isinstance(self.model, str) and self.model != "", "model to be a segmenter name", self.model)
-        _expect(len(self.classes) >= 1, "at least one class", self.classes)
-        _expect(len(set(self.classes)) == len(self.classes), "distinct classes", self.classes)
-        _expect(self.size >= 8, "size >= 8", self.size)
-        _expect(self.mode in MODES, f"mode in {MODES}", self.mode)
-        _expect(self.epochs >= 1, "epochs >= 1", self.epochs)
-        _expect(self.batch_size >= 1, "batch_size >= 1", self.batch_size)
-        _expect(self.lr > 0, "lr > 0", self.lr)
-        _expect(self.weight_decay >= 0, "weight_decay >= 0", self.weight_decay)
-        _expect(self.scheduler in SCHEDULERS, f"scheduler in {SCHEDULERS}", self.scheduler)
-        _expect(self.mixup_alpha >= 0, "mixup_alpha >= 0", self.mixup_alpha)
-        if self.mixup_alpha > 0 and self.mode != "multilabel":
-            raise ValueError("expected mixup_alpha = 0 with mode 'multiclass' (mixed labels need soft multilabel "
-                             f"targets), got {self.mixup_alpha}; use mode='multilabel' or drop mixup")
-        _expect(self.normalization in NORMALIZATIONS, f"normalization in {NORMALIZATIONS}", self.normalization)
-        _expect(self.seed >= 0, "seed >= 0", self.seed)
-        _expect(self.patience is None or self.patience >= 1, "patience >= 1 or None", self.patience)
-        _expect(self.val_every >= 1, "val_every >= 1", self.val_every)
-        _expect(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch >= 1 or None",
-                self.steps_per_epoch)
-        _expect(0.0 < self.threshold < 1.0, "threshold in (0, 1)", self.threshold)
-        _expect(self.eval_batch_size >= 1, "eval_batch_size >= 1", self.eval_batch_size)
-        _expect(self.grad_clip is None or self.grad_clip > 0, "grad_clip > 0 or None", self.grad_clip)
-        _expect(self.overlays >= 0, "overlays >= 0", self.overlays)
-        _expect(self.checkpoint_every >= 1, "checkpoint_every >= 1", self.checkpoint_every)
-        for name in ("model_kwargs", "loss_kwargs", "augment_kwargs"):
-            value = getattr(self, name)
-            _expect(isinstance(value, Mapping), f"{name} to be a dict", type(value).__name__)
-        if "in_channels" in self.model_kwargs or "out_channels" in self.model_kwargs:
-            raise ValueError("expected model_kwargs without in_channels/out_channels (set from classes and mode), "
-                             f"got {sorted(self.model_kwargs)}")
-        if self.scheduler == "plateau" and self.patience is None:
-            raise ValueError("expected a patience with scheduler='plateau' (it waits patience // 2 validations), "
-                             "got None; set patience or use scheduler='cosine'")
-        object.__setattr__(self, "classes", tuple(self.classes))
-        if self.norm_stats is not None:
-            object.__setattr__(self, "norm_stats", tuple(float(v) for v in self.norm_stats))
-
-    @property
-    def out_channels(self) -> int:
-        """Segmenter output channels: one per class, plus background in multiclass mode."""
-        return len(self.classes) + (1 if self.mode == "multiclass" else 0)
-
-    def replace(self, **changes: Any) -> "SegmentationConfig":
-        """A copy with ``changes`` applied (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-
-def _expect(ok: bool, what: str, got: Any) -> None:
-    if not ok:
-        raise ValueError(f"expected {what}, got {got!r}")
 
 
 @dataclass
@@ -223,212 +105,6 @@ class TrainResult:
 
 # --------------------------------------------------------------------------------------------------------------------
 # Building, saving and loading segmenters
-
-
-def build_segmenter(config: SegmentationConfig) -> nn.Module:
-    """Create the segmenter described by ``config`` (1 input channel, :attr:`SegmentationConfig.out_channels` out).
-
-    Raises:
-        ValueError: for an unknown model name or bad model keyword arguments (from ``create_segmenter``).
-    """
-    from segmentation.models import create_segmenter
-
-    return create_segmenter(config.model, in_channels=1, out_channels=config.out_channels, **config.model_kwargs)
-
-
-def save_segmenter(model: nn.Module | Mapping[str, Tensor], path: str | os.PathLike, config: SegmentationConfig,
-                   metadata: Mapping[str, Any] | None = None) -> Path:
-    """Save a segmenter as one file: weights, model name and keywords, classes, size, normalisation, threshold.
-
-    The file is enough for :func:`load_segmenter`, ``cxr-transfer segment predict`` and the transfer
-    package to rebuild and apply the model without the run folder.
-
-    Args:
-        model: the segmenter (a DDP or compiled wrapper is unwrapped), or its state dict.
-        path: output file, written atomically.
-        config: the training configuration (it names the architecture and the input conventions).
-        metadata: extra JSON-able facts (data checksums, splits, scores).
-
-    Returns:
-        ``path``.
-    """
-    weights = model if isinstance(model, Mapping) else unwrap(model).state_dict()
-    state = {k: v.detach().cpu() for k, v in weights.items()}
-    return save_checkpoint(path, {"format": SEGMENTER_FORMAT, "config": config_to_dict(config), "state_dict": state,
-                                  "metadata": dict(metadata or {})})
-
-
-def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "cpu"
-                   ) -> tuple[nn.Module, SegmentationConfig, dict[str, Any]]:
-    """Rebuild a segmenter saved by :func:`save_segmenter` (or a run's ``checkpoints/best.pt``).
-
-    Args:
-        path: the segmenter file.
-        map_location: device for the weights.
-
-    Returns:
-        ``(model, config, metadata)``; the model is in eval mode on ``map_location``.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a segmenter file.
-    """
-    state = load_checkpoint(path)
-    if state.get("format") != SEGMENTER_FORMAT:
-        raise ValueError(f"expected a segmenter file ({SEGMENTER_FORMAT}) at {path}, got format "
-                         f"{state.get('format')!r}; pass a model.pt or checkpoints/best.pt written by segment train")
-    config = config_from_dict(SegmentationConfig, state["config"])
-    model = build_segmenter(config)
-    model.load_state_dict(state["state_dict"])
-    model.to(map_location).eval()
-    return model, config, dict(state.get("metadata", {}))
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Tensors in, tensors out
-
-
-def resize_images(images: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Anti-aliased bilinear resize of ``[N, C, H, W]`` images (identity when already at ``size``)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(images.shape[-2:]) == size:
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def resize_masks(masks: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Label-safe resize of ``{0, 1}`` masks ``[N, C, H, W]``: anti-aliased bilinear, then threshold at 0.5."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(masks.shape[-2:]) == size:
-        return masks
-    return (resize_images(masks.float(), size) >= 0.5).to(masks.dtype)
-
-
-def _normalize(images: Tensor, config: SegmentationConfig) -> Tensor:
-    from segmentation.data.preprocessing import normalize
-
-    if config.normalization == "dataset":
-        if config.norm_stats is None:
-            raise ValueError("expected norm_stats for normalization='dataset', got None; train with this config "
-                             "first (train_segmenter fills them in) or use normalization='per_image'")
-        return normalize(images, "dataset", stats=config.norm_stats)
-    return normalize(images, config.normalization)
-
-
-def _check_images(images: Tensor, what: str = "images") -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"expected {what} as a tensor [N, 1, H, W], got {shape}")
-
-
-def _as_models(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
-    if isinstance(models, nn.Module):
-        return [models]
-    models = list(models)
-    if not models or not all(isinstance(m, nn.Module) for m in models):
-        raise ValueError(f"expected a segmenter or a non-empty list of segmenters, got {models!r}")
-    return models
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-@torch.inference_mode()
-def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: Tensor, config: SegmentationConfig,
-                          batch_size: int | None = None) -> Tensor:
-    """Per-pixel probabilities of one segmenter or the average of an ensemble, at the images' own size.
-
-    Images are resized to ``config.size``, normalised, passed through each model in batches (under
-    bf16 autocast on CUDA when ``config.amp``), turned into probabilities (sigmoid in multilabel mode,
-    softmax in multiclass mode), averaged over the models and resized back.
-
-    Args:
-        models: a segmenter or a list of segmenters trained with the same classes and mode (an ensemble).
-        images: ``[N, 1, H, W]`` in ``[0, 1]``, any ``H, W``; on any device (moved to the first model's).
-        config: gives ``size``, ``normalization``, ``mode``, ``eval_batch_size``, ``amp``, ``channels_last``.
-        batch_size: overrides ``config.eval_batch_size``.
-
-    Returns:
-        ``[N, K, H, W]`` float32 on the images' device; ``K`` is the number of classes (multilabel) or
-        classes + 1 with background first (multiclass).
-
-    Raises:
-        ValueError: for images of the wrong shape or an empty ensemble.
-    """
-    _check_images(images)
-    models = _as_models(models)
-    device = _device_of(models[0])
-    batch_size = batch_size or config.eval_batch_size
-    height, width = images.shape[-2:]
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = resize_images(images[start:start + batch_size].to(device, torch.float32), config.size)
-        x = _normalize(x, config)
-        if config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        total = None
-        for model in models:
-            was_training = model.training
-            model.eval()
-            with autocast(device, config.amp):
-                logits = model(x)
-            model.train(was_training)
-            logits = logits.float()
-            probs = torch.sigmoid(logits) if config.mode == "multilabel" else torch.softmax(logits, dim=1)
-            total = probs if total is None else total + probs
-        probs = resize_images(total / len(models), (height, width)).clamp_(0, 1)
-        out.append(probs.to(images.device))
-    return torch.cat(out) if out else images.new_zeros((0, config.out_channels, height, width))
-
-
-def probabilities_to_masks(probs: Tensor, config: SegmentationConfig, postprocess: bool | None = None) -> Tensor:
-    """Threshold (multilabel) or arg-max (multiclass) probabilities into bool masks ``[N, C, H, W]``.
-
-    Args:
-        probs: output of :func:`predict_probabilities`.
-        config: gives ``mode``, ``threshold``, ``classes`` and the default of ``postprocess``.
-        postprocess: keep the largest component(s) per class and fill holes (``segmentation.postprocess``).
-    """
-    if config.mode == "multilabel":
-        masks = probs > config.threshold
-    else:
-        from segmentation.data.dataset import from_exclusive
-
-        masks = from_exclusive(probs.argmax(dim=1), len(config.classes)).bool()
-    postprocess = config.postprocess if postprocess is None else postprocess
-    if postprocess and masks.numel():
-        masks = _postprocess(masks, config.classes)
-    return masks
-
-
-def _postprocess(masks: Tensor, classes: Sequence[str]) -> Tensor:
-    from segmentation.postprocess import postprocess_masks
-
-    return postprocess_masks(masks, classes)
-
-
-def predict_masks(models: nn.Module | Sequence[nn.Module], images: Tensor, config: SegmentationConfig,
-                  postprocess: bool | None = None, batch_size: int | None = None) -> Tensor:
-    """Bool masks for ``images`` from one segmenter or an ensemble (probabilities averaged, then thresholded).
-
-    Args:
-        models: a segmenter or a list of them.
-        images: ``[N, 1, H, W]`` in ``[0, 1]``, any size.
-        config: the segmenters' configuration (see :func:`predict_probabilities`).
-        postprocess: override ``config.postprocess``.
-        batch_size: override ``config.eval_batch_size``.
-
-    Returns:
-        bool ``[N, C, H, W]``, one channel per class of ``config.classes``, at the images' size.
-
-    Shape:
-        images ``[N, 1, H, W]`` -> masks ``[N, C, H, W]``.
-    """
-    probs = predict_probabilities(models, images, config, batch_size=batch_size)
-    return probabilities_to_masks(probs, config, postprocess=postprocess)
 
 
 def _targets(masks: Tensor, config: SegmentationConfig) -> Tensor:

@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from runtime.device import resolve_device
+from segmentation.config import SegmentationConfig
 from segmentation.data.io import IMAGE_SUFFIXES, read_image, write_png
 from segmentation.data.preprocessing import normalize
-from segmentation.training import SegmentationConfig, load_segmenter, probabilities_to_masks, resize_images
+from segmentation.inference import load_segmenter, probabilities_to_masks, resize_images
 from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
 from transfer.prediction import predict_views
 from transfer.report import write_overlays

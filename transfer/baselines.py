@@ -22,14 +22,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import CXRData
 from segmentation.data.preprocessing import match_histograms
-from segmentation.training import (
-    SegmentationConfig,
-    build_segmenter,
-    evaluate_segmenter,
-    train_segmenter,
-)
+from segmentation.inference import build_segmenter
+from segmentation.training import evaluate_segmenter, train_segmenter
 from transfer.config import ExperimentConfig
 
 STEPS_PER_EPOCH = 25

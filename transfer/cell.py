@@ -23,7 +23,8 @@ from runtime.io import atomic_write_json
 from runtime.seed import seed_everything
 from segmentation.data.dataset import CXRData
 from segmentation.data.splits import save_splits
-from segmentation.training import probabilities_to_masks, write_rows_csv
+from segmentation.inference import probabilities_to_masks
+from segmentation.training import write_rows_csv
 from transfer.baselines import select_classes
 from transfer.config import ExperimentConfig
 from transfer.methods import CellContext, get_method

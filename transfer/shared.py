@@ -29,15 +29,11 @@ from runtime.preflight import (
     dataset_bytes,
 )
 from runtime.seed import seed_everything
+from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import CXRData, load_dataset
 from segmentation.data.preprocessing import normalize
 from segmentation.data.splits import save_splits, split_ids
-from segmentation.training import (
-    SegmentationConfig,
-    build_segmenter,
-    load_segmenter,
-    save_segmenter,
-)
+from segmentation.inference import build_segmenter, load_segmenter, save_segmenter
 from transfer.baselines import segmentation_config, train_source_segmenter
 from transfer.config import ExperimentConfig
 from transfer.orchestrator import TransferOrchestrator

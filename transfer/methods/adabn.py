@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from segmentation.config import SegmentationConfig
 from segmentation.data.preprocessing import normalize
-from segmentation.training import SegmentationConfig, resize_images
+from segmentation.inference import resize_images
 from transfer.baselines import select_classes
 from transfer.config import ExperimentConfig
 from transfer.methods.base import (

@@ -17,16 +17,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from segmentation.config import SegmentationConfig
 from segmentation.data.augmentation import AppearanceAugmenter
 from segmentation.data.dataset import CXRData
 from segmentation.data.preprocessing import dataset_stats, normalize
-from segmentation.training import (
-    SegmentationConfig,
-    TrainResult,
-    build_segmenter,
-    resize_images,
-    train_segmenter,
-)
+from segmentation.inference import build_segmenter, resize_images
+from segmentation.training import TrainResult, train_segmenter
 from transfer.baselines import segmentation_config, select_classes
 from transfer.methods.base import (
     CellContext,

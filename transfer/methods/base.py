@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from runtime.config import config_from_dict
+from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import CXRData
+from segmentation.inference import predict_probabilities, probabilities_to_masks
 from segmentation.metrics import evaluate_masks
-from segmentation.training import SegmentationConfig, predict_probabilities, probabilities_to_masks
 from transfer.config import ExperimentConfig
 from transfer.protocol import TargetView
 

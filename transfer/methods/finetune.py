@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segmentation.training import SegmentationConfig
+from segmentation.config import SegmentationConfig
 from transfer.baselines import fine_tune, segmentation_config
 from transfer.config import ExperimentConfig
 from transfer.methods.base import CellContext, Method, MethodOutput, segmenter_predictor

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from segmentation.data.dataset import CXRData
-from segmentation.training import save_segmenter
+from segmentation.inference import save_segmenter
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods.base import (
     CellContext,

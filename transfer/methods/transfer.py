@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
+from segmentation.config import SegmentationConfig
 from segmentation.data.preprocessing import normalize
-from segmentation.training import SegmentationConfig, save_segmenter
+from segmentation.inference import save_segmenter
 from transfer.baselines import fine_tune
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods.base import (
