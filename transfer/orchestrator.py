@@ -475,8 +475,10 @@ class TransferOrchestrator:
         if phase == "transfer" and self.overlay is not None and logger.active:
             logger.image("transfer/images/segmentation", self._overlay_grid(), step)
         if self.report is not None and is_main_process():
-            rate = (time.perf_counter() - start) / max(1, step)
-            parts = [f"{phase} {step}/{total}", f"{rate:.2f} s/it", f"eta {rate * max(0, total - step):.0f} s"]
+            parts = [f"{phase} {step}/{total}"]
+            if step > 0:  # the starting point has no rate yet
+                rate = (time.perf_counter() - start) / step
+                parts += [f"{rate:.2f} s/it", f"eta {rate * max(0, total - step):.0f} s"]
             if criteria is not None and "score" in criteria:
                 parts.append(f"score {float(criteria['score']):.4f}")
             parts += [f"{k} {v:.4f}" for k, v in figures.items() if k.startswith(("kid/", "hist/"))]
