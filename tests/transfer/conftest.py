@@ -81,3 +81,26 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def folders(tmp_path_factory):
+    """Prepared phantom folders shared by the method tests: a (10 domain-a images) and b (15 domain-b images; 9 in the
+    target training split: 1 labelled at 10%, 4 at 50%)."""
+    from segmentation.data.phantoms import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("method_phantoms")
+    write_phantom_dataset(root / "a", 10, 32, "a", 0)
+    write_phantom_dataset(root / "b", 15, 32, "b", 1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def learning_folders(folders):
+    """The learning tests' folders beside them: a40 (40 domain-a images) and b60 (60 domain-b images)."""
+    from segmentation.data.phantoms import write_phantom_dataset
+
+    write_phantom_dataset(folders / "a40", 40, 32, "a", 0)
+    write_phantom_dataset(folders / "b60", 60, 32, "b", 1)
+    return folders
+

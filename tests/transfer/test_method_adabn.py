@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import transfer.methods
-from segmentation.data.phantoms import make_phantoms, write_phantom_dataset
+from segmentation.data.phantoms import make_phantoms
 from segmentation.data.preprocessing import normalize
 from segmentation.models import create_segmenter
 from segmentation.training import SegmentationConfig, load_segmenter
@@ -16,26 +15,12 @@ from transfer.methods.base import method_options
 from transfer.protocol import TargetView
 from transfer.sweep import run_sweep
 
-TINY = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, source_iterations=2, device="cpu",
-            transfer=TransferConfig(batch_size=2))
-#: a source segmenter that learns the phantoms (Jaccard about 0.94 on held-out domain-a phantoms) in about 15 s
-LEARN = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 8}, source_iterations=300, device="cpu",
-             transfer=TransferConfig(batch_size=8))
+from method_settings import LEARN_METHOD, TINY_METHOD
+
+TINY = dict(TINY_METHOD, transfer=TransferConfig(batch_size=2))
+LEARN = dict(LEARN_METHOD, transfer=TransferConfig(batch_size=8))
 
 
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    monkeypatch.setitem(transfer.methods.METHODS, adabn.NAME, adabn.METHOD)
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("adabn")
-    write_phantom_dataset(root / "a", 10, 32, "a", 0)
-    write_phantom_dataset(root / "b", 15, 32, "b", 1)
-    write_phantom_dataset(root / "a40", 40, 32, "a", 0)
-    write_phantom_dataset(root / "b60", 60, 32, "b", 1)
-    return root
 
 
 def _config() -> SegmentationConfig:
@@ -90,14 +75,15 @@ def test_runs_in_a_sweep_once_per_seed_without_reading_a_target_label(folders, t
     assert row["adabn_images"] == 9 and row["adabn_layers"] == 10 and 0 <= row["jaccard"] <= 1
 
 
-def test_on_held_out_domain_b_it_re_estimates_statistics_without_collapsing(folders, tmp_path):
+def test_on_held_out_domain_b_it_re_estimates_statistics_without_collapsing(learning_folders, tmp_path):
     """Measured (seed 0, 300 source iterations, 12 held-out b test images): source-only Jaccard 0.558 / Dice 0.678,
     adabn 0.549 / 0.668. AdaBN does not beat source-only on these phantoms: over seeds 0-5 it won once (mean
     Jaccard change -0.04), because what hurts M_A on domain b is its wider field of view and bright collimator
     borders (b's grey levels alone cost M_A almost nothing), which change the feature statistics for reasons of
     content that AdaBN then normalises away. So this asserts what holds: the statistics move to the target's and
     the Dice stays within 0.1 of source-only (it stayed within 0.08 at every seed)."""
-    base = ExperimentConfig(source=str(folders / "a40"), target=str(folders / "b60"), out=str(tmp_path), **LEARN)
+    base = ExperimentConfig(source=str(learning_folders / "a40"), target=str(learning_folders / "b60"),
+                            out=str(tmp_path), **LEARN)
     rows = {r["method"]: r for r in run_sweep(base, ("source_only", "adabn"), (0.0,), (0,), log=lambda m: None)}
     source, adapted = rows["source_only"], rows["adabn"]
     assert adapted["dice"] > source["dice"] - 0.1 and adapted["dice"] > 0.55

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import transfer.methods
-from segmentation.data.phantoms import make_phantoms, write_phantom_dataset
+from segmentation.data.phantoms import make_phantoms
 from transfer.cell import cell_key
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods import fda
@@ -14,26 +13,12 @@ from transfer.methods.base import method_options
 from transfer.protocol import TargetView
 from transfer.sweep import run_sweep
 
-TINY = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, source_iterations=2, device="cpu",
-            transfer=TransferConfig(batch_size=2))
-#: a source segmenter that learns the phantoms (Jaccard about 0.94 on held-out domain-a phantoms) in about 15 s
-LEARN = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 8}, source_iterations=300, device="cpu",
-             transfer=TransferConfig(batch_size=8))
+from method_settings import LEARN_METHOD, TINY_METHOD
+
+TINY = dict(TINY_METHOD, transfer=TransferConfig(batch_size=2))
+LEARN = dict(LEARN_METHOD, transfer=TransferConfig(batch_size=8))
 
 
-@pytest.fixture(autouse=True)
-def _registered(monkeypatch):
-    monkeypatch.setitem(transfer.methods.METHODS, fda.NAME, fda.METHOD)
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fda")
-    write_phantom_dataset(root / "a", 10, 32, "a", 0)
-    write_phantom_dataset(root / "b", 15, 32, "b", 1)
-    write_phantom_dataset(root / "a40", 40, 32, "a", 0)
-    write_phantom_dataset(root / "b60", 60, 32, "b", 1)
-    return root
 
 
 @pytest.mark.parametrize("beta, side, band", [(0.01, 512, 5), (0.01, 256, 2), (0.01, 32, 1), (0.1, 32, 3),
@@ -92,13 +77,14 @@ def test_runs_in_a_sweep_once_per_seed_without_reading_a_target_label(folders, t
     assert row["fda_band"] == 1 and row["fda_targets"] == 9 and 0 <= row["jaccard"] <= 1
 
 
-def test_on_held_out_domain_b_it_does_not_collapse(folders, tmp_path):
+def test_on_held_out_domain_b_it_does_not_collapse(learning_folders, tmp_path):
     """Measured (seed 0, 300 source iterations, 12 held-out b test images): source-only Jaccard 0.558 / Dice 0.678,
     fda (beta 0.01: a band of 1 frequency at 32 px) 0.552 / 0.689. FDA does not reliably beat source-only on these
     phantoms: over seeds 0-5 it won 3 times (Jaccard change -0.24 to +0.17, mean about 0; with beta 0.1, 3 wins too,
     mean +0.03), because what hurts M_A on domain b is its wider field of view and bright collimator borders, not the
     low-frequency intensity profile FDA transfers. So this asserts what holds: the Dice stays within 0.1 of
     source-only (it fell by up to 0.2 Jaccard at one seed in six, so this is the seed-0 fact, not a general bound)."""
-    base = ExperimentConfig(source=str(folders / "a40"), target=str(folders / "b60"), out=str(tmp_path), **LEARN)
+    base = ExperimentConfig(source=str(learning_folders / "a40"), target=str(learning_folders / "b60"),
+                            out=str(tmp_path), **LEARN)
     rows = {r["method"]: r for r in run_sweep(base, ("source_only", "fda"), (0.0,), (0,), log=lambda m: None)}
     assert rows["fda"]["dice"] > rows["source_only"]["dice"] - 0.1 and rows["fda"]["dice"] > 0.55

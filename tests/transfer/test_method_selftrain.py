@@ -21,13 +21,6 @@ TINY = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, translat
             transfer=TransferConfig(iterations=4, warmup_iterations=1, steps_per_epoch=2, batch_size=2))
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("selftrain")
-    write_phantom_dataset(root / "a", 10, 32, "a", 0)
-    write_phantom_dataset(root / "b", 15, 32, "b", 1)
-    return root
-
 
 def _base(folders, out, **changes) -> ExperimentConfig:
     return ExperimentConfig(source=str(folders / "a"), target=str(folders / "b"), out=str(out), **TINY).replace(

@@ -22,13 +22,6 @@ TINY = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, translat
             transfer=TransferConfig(iterations=2, warmup_iterations=1, steps_per_epoch=2, batch_size=2))
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("semisup")
-    write_phantom_dataset(root / "a", 10, 32, "a", 0)
-    write_phantom_dataset(root / "b", 15, 32, "b", 1)  # 9 training images: 1 labelled at 10%, 4 at 50%
-    return root
-
 
 @pytest.fixture
 def registered(monkeypatch):

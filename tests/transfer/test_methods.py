@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from segmentation.data.dataset import load_dataset
-from segmentation.data.phantoms import write_phantom_dataset
 from transfer.cell import cell_dir, cell_key, run_cell
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods import METHODS, CellContext, Method, MethodOutput, get_method
@@ -20,13 +19,6 @@ TINY = dict(size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, translat
             source_iterations=2, finetune_iterations=1, device="cpu",
             transfer=TransferConfig(iterations=2, warmup_iterations=1, steps_per_epoch=2, batch_size=2))
 
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    root = tmp_path_factory.mktemp("methods")
-    write_phantom_dataset(root / "a", 10, 32, "a", 0)
-    write_phantom_dataset(root / "b", 15, 32, "b", 1)
-    return root
 
 
 def _base(folders, out) -> ExperimentConfig:
