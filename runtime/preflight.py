@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -59,6 +60,22 @@ def check_memory(nbytes: float, what: str, fix: str) -> None:
     free = available_memory()
     if free is not None and nbytes > free:
         raise ValueError(f"{what} needs {nbytes / 1e9:.1f} GB of memory, {free / 1e9:.1f} GB are available; {fix}")
+
+
+def check_disk(nbytes: float, folder: str | os.PathLike, what: str, fix: str) -> None:
+    """Refuse to write ``nbytes`` into ``folder`` (or its nearest existing parent) when the disk has less free.
+
+    Raises:
+        ValueError: "``what`` needs X GB of disk in F, Y GB are free; ``fix``".
+    """
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(path).free
+        if nbytes > free:
+            raise ValueError(f"{what} needs {nbytes / 1e9:.1f} GB of disk in {path}, {free / 1e9:.1f} GB are free; "
+                             f"{fix}")
 
 
 def check_divisible(size: int, divisor: int, option: str, model: str) -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime import autocast, config_from_dict, config_to_dict, load_checkpoint, save_checkpoint, unwrap
+from runtime.store import DiskArray
 from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import from_exclusive
 from segmentation.data.preprocessing import normalize
@@ -110,9 +111,10 @@ def _normalize(images: Tensor, config: SegmentationConfig) -> Tensor:
     return normalize(images, config.normalization)
 
 
-def _check_images(images: Tensor, what: str = "images") -> None:
-    if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[1] != 1:
-        shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+def _check_images(images: Tensor | DiskArray, what: str = "images") -> None:
+    ok = isinstance(images, (Tensor, DiskArray))
+    if not ok or images.ndim != 4 or images.shape[1] != 1:
+        shape = tuple(images.shape) if ok else type(images).__name__
         raise ValueError(f"expected {what} as a tensor [N, 1, H, W], got {shape}")
 
 

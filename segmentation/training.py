@@ -19,7 +19,9 @@ needed to resume exactly), ``checkpoints/best.pt`` (a segmenter file, see :func:
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import json
 import math
 import os
 import time
@@ -54,8 +56,11 @@ from runtime import (
     unwrap,
 )
 from runtime.distributed import rank_indices
-from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
+from runtime.loader import stream_batches
+from runtime.preflight import check_divisible, check_writable, count_images
+from runtime.store import is_stored
 from segmentation.config import MODES, NORMALIZATIONS, SCHEDULERS, SegmentationConfig  # noqa: F401 - re-exported
+from segmentation.data.dataset import check_loadable, load_dataset
 from segmentation.inference import (  # noqa: F401 - re-exported: training builds on inference
     SEGMENTER_FORMAT,
     _as_models,
@@ -230,7 +235,8 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
     if config.normalization == "dataset" and config.norm_stats is None:
         from segmentation.data.preprocessing import dataset_stats
 
-        stats = dataset_stats(resize_images(train.images.float(), config.size))
+        stats = dataset_stats(train.images if is_stored(train.images) else resize_images(train.images.float(),
+                                                                                          config.size))
         config = config.replace(norm_stats=tuple(float(v) for v in _flat(stats)))
 
     run_path = Path(run_dir) if run_dir is not None else None
@@ -239,11 +245,19 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
     best_path = ckpt_dir / "best.pt" if ckpt_dir is not None else None
     main = is_main_process()
 
-    train_x = resize_images(train.images.to(device, torch.float32), config.size)
-    train_y = _targets(resize_masks(train.masks.to(device, torch.float32), config.size), config)
+    # In memory: the whole set on the device, resized once. Streamed (images on disk): batches read, then resized.
+    streamed = is_stored(train.images)
+    if streamed:
+        train_x, train_y = train.images, train.masks
+    else:
+        train_x = resize_images(train.images.to(device, torch.float32), config.size)
+        train_y = _targets(resize_masks(train.masks.to(device, torch.float32), config.size), config)
     if val is not None:
-        val_x = resize_images(val.images.to(device, torch.float32), config.size)
-        val_y = resize_masks(val.masks.to(device, torch.float32), config.size).bool()
+        if is_stored(val.images):
+            val_x, val_y = val.images, val.masks
+        else:
+            val_x = resize_images(val.images.to(device, torch.float32), config.size)
+            val_y = resize_masks(val.masks.to(device, torch.float32), config.size).bool()
 
     seed_everything(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -315,14 +329,15 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
             order = _epoch_order(len(train_x), steps * config.batch_size if config.steps_per_epoch else None,
                                  generator)
             total_loss, count = torch.zeros((), device=device), 0
-            for step in range(steps):
-                idx = order[step * config.batch_size:(step + 1) * config.batch_size].to(device)
-                if idx.numel() == 0:
-                    break
-                x, y = train_x[idx], train_y[idx]
+            batches = [b for b in (order[k * config.batch_size:(k + 1) * config.batch_size] for k in range(steps))
+                       if b.numel()]
+            for x, y in stream_batches((train_x, train_y), batches, device):
+                if streamed:
+                    x = resize_images(x, config.size)
+                    y = _targets(resize_masks(y, config.size), config)
                 loss = _train_step(model, x, y, config, loss_fn, optimizer, augmenter, device)
-                total_loss += loss * idx.numel()  # stays on the device: no synchronisation per step
-                count += idx.numel()
+                total_loss += loss * len(x)  # stays on the device: no synchronisation per step
+                count += len(x)
             row: dict[str, float] = {"epoch": epoch + 1, "train_loss": float(total_loss) / max(count, 1),
                                      "lr": optimizer.param_groups[0]["lr"]}
             last_epoch = epoch + 1 == config.epochs
@@ -448,8 +463,9 @@ def _validate(net: nn.Module, val_x: Tensor, val_y: Tensor, config: Segmentation
     net.eval()
     losses, dices = [], []
     for start in range(0, len(val_x), config.eval_batch_size):
-        x = _normalize(val_x[start:start + config.eval_batch_size], config)
-        y = val_y[start:start + config.eval_batch_size]
+        # resizing is a no-op for in-memory sets (resized once); streamed rows are read and resized here
+        x = _normalize(resize_images(val_x[start:start + config.eval_batch_size].to(device), config.size), config)
+        y = resize_masks(val_y[start:start + config.eval_batch_size].to(device), config.size).bool()
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, config.amp):
@@ -475,6 +491,10 @@ def _log_overlays(logger: RunLogger, net: nn.Module, x: Tensor, y: Tensor, confi
 # Evaluation
 
 
+EVAL_CHUNK = 256
+"""Images predicted and scored at a time by :func:`evaluate_segmenter`."""
+
+
 def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, config: SegmentationConfig,
                        postprocess: bool | None = None, surface: bool = False) -> list[dict[str, Any]]:
     """Per-image metrics of a segmenter (or an ensemble) on labelled data.
@@ -493,9 +513,13 @@ def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, confi
     from segmentation.metrics import evaluate_masks
 
     _check_data(data, config, "evaluation")
-    pred = predict_masks(models, data.images, config, postprocess=postprocess)
-    rows = evaluate_masks(pred.cpu(), data.masks.cpu() > 0.5, config.classes, spacing_mm=data.spacing_mm,
-                          surface=surface)
+    rows = []
+    for begin in range(0, len(data), EVAL_CHUNK):  # bounded memory for any number of images
+        end = min(len(data), begin + EVAL_CHUNK)
+        pred = predict_masks(models, data.images[begin:end], config, postprocess=postprocess)
+        rows += evaluate_masks(pred.cpu(), data.masks[begin:end].cpu() > 0.5, config.classes,
+                               spacing_mm=None if data.spacing_mm is None else data.spacing_mm[begin:end],
+                               surface=surface)
     return [{"id": image_id, **row} for image_id, row in zip(data.ids, rows)]
 
 
@@ -641,7 +665,6 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     Returns:
         The contents of ``metrics.json``.
     """
-    from segmentation.data.dataset import load_dataset
     from segmentation.data.splits import load_splits, split_ids
 
     run_path = Path(run_dir)
@@ -652,8 +675,8 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
         raise ValueError(f"--resume: {run_path / 'checkpoints' / 'last.pt'} does not exist, so there is no run to "
                          "continue; drop --resume to start one")
     n_files = count_images(data_dir)
-    check_memory(dataset_bytes(min(n_files, limit or n_files), config.size, 1 + len(config.classes)),
-                 f"loading {n_files} images of {data_dir} at --size {config.size}", "lower --size or --limit")
+    check_loadable(min(n_files, limit or n_files), config.size, len(config.classes),
+                   f"loading {n_files} images of {data_dir} at --size {config.size}", "lower --size or --limit")
     data = load_dataset(data_dir, classes=config.classes, size=config.size, masks=True)
     if limit is not None:
         data = data.subset(list(range(min(limit, len(data)))))
@@ -734,10 +757,25 @@ def _wrap_distributed(model: nn.Module, config: SegmentationConfig) -> nn.Module
     return nn.parallel.DistributedDataParallel(model)
 
 
+def _model_identity(models: nn.Module | Sequence[nn.Module]) -> str:
+    """A hash of the weights of a segmenter or an ensemble (what wrote a folder of predictions)."""
+    digest = hashlib.sha256()
+    for model in _as_list(models):
+        for name, value in unwrap(model).state_dict().items():
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _as_list(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
+    return [models] if isinstance(models, nn.Module) else list(models)
+
+
 def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str | os.PathLike],
                   out_dir: str | os.PathLike, config: SegmentationConfig, batch_size: int | None = None,
-                  postprocess: bool | None = None, overlays: bool = True) -> list[Path]:
-    """Segment image files of any size; write masks (at each image's size) and overlays.
+                  postprocess: bool | None = None, overlays: bool = True, resume: bool = True,
+                  show_progress: bool = True) -> list[Path]:
+    """Segment image files of any size; write masks (at each image's size) and overlays as it goes.
 
     Writes ``out_dir/masks/<class>/<stem>.png`` (0/255) and ``out_dir/overlays/<stem>.png`` (RGB). Images
     are read one batch at a time, resized to ``config.size`` for the network, and the probabilities are
@@ -751,9 +789,11 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
         batch_size: images per batch (default ``config.eval_batch_size``).
         postprocess: override ``config.postprocess``.
         overlays: also write overlay PNGs.
+        resume: skip images whose outputs all exist (an interrupted run continues where it stopped).
+        show_progress: a progress bar.
 
     Returns:
-        The written mask files.
+        The mask files of every image (written now or found from an earlier run).
 
     Raises:
         DataError: for an unreadable image (names the file).
@@ -766,8 +806,31 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
     batch_size = batch_size or config.eval_batch_size
     written: list[Path] = []
     paths = [Path(p) for p in paths]
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
+
+    def outputs(path: Path) -> list[Path]:
+        files = [out / "masks" / name / f"{path.stem}.png" for name in config.classes]
+        return files + ([out / "overlays" / f"{path.stem}.png"] if overlays else [])
+
+    # every file is written atomically, so an image whose outputs all exist is finished: a rerun resumes after it
+    identity = {"config": config_to_dict(config), "models": _model_identity(models), "postprocess": postprocess,
+                "overlays": overlays}
+    record = out / "predict.json"
+    if resume and record.is_file():
+        try:
+            earlier = json.loads(record.read_text())
+        except (OSError, json.JSONDecodeError):
+            earlier = None
+        if earlier != json.loads(json.dumps(identity)):
+            raise ValueError(f"{out} holds predictions of other models or settings ({record}); choose a new --out "
+                             "or delete that folder")
+    if is_main_process():
+        atomic_write_json(record, identity)
+    todo = [p for p in paths if not all(f.is_file() for f in outputs(p))] if resume else paths
+    pending = set(todo)
+    written += [f for p in paths if p not in pending for f in outputs(p)[:len(config.classes)]]
+    bar = progress(total=len(paths), initial=len(paths) - len(todo), desc="predict", enabled=show_progress)
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
         originals = []
         for path in chunk:
             array = read_image(path)
@@ -785,6 +848,8 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
                 target = out / "overlays" / f"{path.stem}.png"
                 with atomic_path(target) as tmp:
                     Image.fromarray(rgb, mode="RGB").save(tmp, format="PNG")
+        bar.update(len(chunk))
+    bar.close()
     return written
 
 
@@ -841,7 +906,6 @@ def evaluate_folder(model_paths: Sequence[str | os.PathLike], data_dir: str | os
     Raises:
         DataError: for a missing splits file or unreadable data; ValueError for an unknown split.
     """
-    from segmentation.data.dataset import load_dataset
     from segmentation.data.io import DataError
     from segmentation.data.splits import load_splits
 

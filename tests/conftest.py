@@ -33,6 +33,13 @@ def real_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Decoded dataset caches of the session go to a temporary folder (subprocesses inherit it)."""
+    if "CXR_CACHE" not in os.environ:
+        os.environ["CXR_CACHE"] = str(tmp_path_factory.mktemp("cxr-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

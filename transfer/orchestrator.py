@@ -22,9 +22,10 @@ import json
 import math
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,6 +34,7 @@ from torchvision.utils import make_grid
 from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.device import autocast
 from runtime.distributed import frozen, is_main_process, rank_indices, rank_seed, unwrap
+from runtime.loader import ReadAhead, stream_batches
 from runtime.logging import RunLogger, progress
 from runtime.seed import (
     get_rng_state,
@@ -40,6 +42,7 @@ from runtime.seed import (
     set_generator_state,
     set_rng_state,
 )
+from runtime.store import is_stored
 from segmentation.data.augmentation import Augmenter
 from segmentation.data.preprocessing import normalize
 from segmentation.losses import create_loss
@@ -66,7 +69,9 @@ class ForeverIterator:
     (``runtime.distributed.rank_indices``).
 
     Args:
-        tensors: tensors with the same first dimension (kept where they are; batches are moved to ``device``).
+        tensors: tensors with the same first dimension (kept where they are; batches are moved to ``device``), or
+            :class:`runtime.store.DiskArray` rows on disk (read ahead by a thread, :class:`runtime.loader.ReadAhead`;
+            the same batches and the same saved state).
         batch_size: batch size (capped at the number of items of this rank).
         seed: seed of the shuffling generator.
         device: device of the returned batches (default: the tensors' device).
@@ -90,25 +95,64 @@ class ForeverIterator:
         self.order = rank_indices(n, self.generator)
         self.batch_size = min(batch_size, len(self.order))
         self.position = 0
+        self._stored = any(is_stored(t) for t in tensors)
+        self._reader: Iterator[tuple[Tensor, ...]] | None = None
+        self._ahead: deque[dict[str, Any]] = deque()
+        self._consumed: dict[str, Any] = {}
 
     def __iter__(self) -> "ForeverIterator":
         return self
 
-    def __next__(self) -> tuple[Tensor, ...]:
+    def _draw(self) -> Tensor:
+        """The next batch's indices (a new permutation when this one is used up)."""
         if self.position + self.batch_size > len(self.order):
             self.order = rank_indices(self.n, self.generator)
             self.position = 0
         index = self.order[self.position:self.position + self.batch_size]
         self.position += self.batch_size
-        return tuple(t[index.to(t.device)].to(self.device or t.device, non_blocking=True) for t in self.tensors)
+        return index
+
+    def _state(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state(), "order": self.order, "position": self.position}
+
+    def _index_stream(self) -> Iterator[Tensor]:
+        while True:
+            index = self._draw()
+            self._ahead.append(self._state())  # the state once this batch is consumed
+            yield index
+
+    def __next__(self) -> tuple[Tensor, ...]:
+        if not self._stored:  # in memory: plain indexing
+            index = self._draw()
+            return tuple(t[index.to(t.device)].to(self.device or t.device, non_blocking=True) for t in self.tensors)
+        # on disk: a reader thread reads ahead; the saved state is that of the batches handed out, not read
+        if self._reader is None:
+            self._ahead.clear()
+            self._consumed = self._state()
+            self._reader = ReadAhead(stream_batches(self.tensors, self._index_stream(), device=self.device or "cpu",
+                                                    workers=0))
+        batch = next(self._reader)
+        self._consumed = self._ahead.popleft()
+        return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "order": self.order.clone(), "position": self.position}
+        state = self._consumed if self._reader is not None else self._state()
+        return {"generator": state["generator"], "order": state["order"].clone(), "position": state["position"]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.close()
         set_generator_state(self.generator, state["generator"])
         self.order = state["order"].clone()
         self.position = int(state["position"])
+
+    def close(self) -> None:
+        """Stop reading ahead (the next batch starts a new reader from the consumed state)."""
+        if self._reader is not None:
+            self._reader.close()
+            state = self._consumed
+            set_generator_state(self.generator, state["generator"])
+            self.order, self.position = state["order"], state["position"]
+            self._reader = None
 
 
 class EMA:

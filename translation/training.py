@@ -55,6 +55,8 @@ from runtime import (
     unwrap,
 )
 from runtime.io import atomic_write_json
+from runtime.loader import stream_batches
+from runtime.store import DiskArray, is_stored
 from translation.guard import DivergenceGuard, Verdict
 from translation.io import save_translator
 from translation.metrics import histogram_distance, kid, kid_features
@@ -202,8 +204,12 @@ class _ConstantThenLinearDecay:
         return max(0.0, 1.0 - (step - self.start) / (self.total - self.start))
 
 
-def _check_images(name: str, images: Tensor | None, allow_none: bool = False) -> None:
+def _check_images(name: str, images: Tensor | DiskArray | None, allow_none: bool = False) -> None:
     if images is None and allow_none:
+        return
+    if is_stored(images):  # decoded by the dataset cache: [N, 1, H, W], in range by construction
+        if len(images) < 1:
+            raise ValueError(f"expected {name} as a non-empty [N, C, H, W] array, got 0 rows")
         return
     if not isinstance(images, Tensor) or images.ndim != 4 or images.shape[0] < 1:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
@@ -216,7 +222,9 @@ def _check_images(name: str, images: Tensor | None, allow_none: bool = False) ->
                          "convert [0, 1] images with x * 2 - 1")
 
 
-def _checksum(images: Tensor) -> str:
+def _checksum(images: Tensor | DiskArray) -> str:
+    if is_stored(images):
+        return images.identity()
     return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
 
 
@@ -322,21 +330,35 @@ class _Trainer:
         self.eval_a = (held_out_a if held_out_a is not None else images_a)[:n]
         self.eval_b = (held_out_b if held_out_b is not None else images_b)[:n]
         self._real_features: dict[str, Tensor] = {}
+        self._reader: Any = None
+        self._next_step = -1
         self.log = RunLogger(run_dir / "tb" if self.main else None)
 
     # ----------------------------------------------------------------------------------------- data order
-    def batch(self, step: int) -> tuple[Tensor, Tensor]:
-        """The batch of ``step``: a function of (seed, step) only, so that resume needs no data-loader state."""
+    def batch_index(self, step: int, offset: int, n: int) -> Tensor:
+        """This rank's rows of domain ``offset`` (0: A, 1: B) at ``step``: a function of (seed, step) only."""
         epoch, position = divmod(step, self.steps_per_epoch)
         size = self.config.batch_size
-        out = []
-        for offset, images in ((0, self.images_a), (1, self.images_b)):
-            generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 2 + offset)
-            order = torch.randperm(images.shape[0], generator=generator)
-            index = order[((position * self.world + self.rank) * size + torch.arange(size)) % images.shape[0]]
-            x = images[index.to(images.device)].to(self.device, non_blocking=True)
-            out.append(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
-        return out[0], out[1]
+        generator = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch * 2 + offset)
+        order = torch.randperm(n, generator=generator)
+        return order[((position * self.world + self.rank) * size + torch.arange(size)) % n]
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        """The batch of ``step``, so that resume needs no data-loader state.
+
+        Rows are read ahead by :func:`runtime.loader.stream_batches` (worker processes for images kept on disk);
+        the reader restarts when the step is not the one it expects (resume, rollback).
+        """
+        if self._reader is None or self._next_step != step:
+            self._reader = None  # a reader of other steps: its workers stop before new ones start
+            indices = ((self.batch_index(s, 0, len(self.images_a)), self.batch_index(s, 1, len(self.images_b)))
+                       for s in range(step, self.config.iterations))
+            self._reader = stream_batches([self.images_a, self.images_b], indices, device=self.device)
+        self._next_step = step + 1
+        a, b = next(self._reader)
+        if self.channels_last:
+            a, b = (x.contiguous(memory_format=torch.channels_last) for x in (a, b))
+        return a, b
 
     # ----------------------------------------------------------------------------------------- one step
     def train_step(self, a: Tensor, b: Tensor) -> tuple[dict[str, Tensor], dict[str, Tensor]]:

@@ -18,7 +18,8 @@ import torch
 from runtime import atomic_write_json, config_to_dict, progress, resolve_device, seed_everything
 from runtime.distributed import close_distributed, init_distributed, is_main_process
 from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
-from segmentation.data.dataset import load_dataset, resize_images
+from runtime.store import affine, on_device, take_rows
+from segmentation.data.dataset import check_loadable, load_dataset, resize_images
 from segmentation.data.formats import SOURCE_SUFFIXES, list_files, read_source_image
 from segmentation.data.io import DataError, write_png
 
@@ -66,7 +67,7 @@ def _held_out(images: torch.Tensor, fraction: float, seed: int) -> tuple[torch.T
         return images, None
     k = max(2, k)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return images[order[k:]], images[order[:k]]
+    return take_rows(images, order[k:]), take_rows(images, order[:k])
 
 
 @click.group(name="translate")
@@ -149,8 +150,11 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
             raise ValueError(f"--run-dir {run_dir} already holds a run ({held[-1].name}); pass --resume to continue "
                              "it or choose a new --run-dir")
         for folder in (dir_a, dir_b):
-            check_memory(dataset_bytes(count_images(folder) or len(list(folder.iterdir())), size, 2),
-                         f"loading {folder} at --size {size}", "lower --size")
+            if (folder / "images").is_dir():  # a prepared folder: streamed when large (memory for one cache chunk)
+                check_loadable(count_images(folder), size, 0, f"loading {folder} at --size {size}", "lower --size")
+            else:  # image files of any format are read whole
+                check_memory(dataset_bytes(len(list(folder.iterdir())), size, 2), f"loading {folder} at --size {size}",
+                             "lower --size")
         seed_everything(seed)
         translator = create_translator(model, preset=preset).to(target)
         check_divisible(size, int(getattr(translator, "required_divisor", 1)), "--size", f"{model} ({preset})")
@@ -161,15 +165,15 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
         images_b, _ = load_image_folder(dir_b, size)
     except DataError as err:
         raise click.ClickException(str(err)) from err
-    train_a, held_a = _held_out(images_a * 2 - 1, held_out, seed)
-    train_b, held_b = _held_out(images_b * 2 - 1, held_out, seed + 1)
+    train_a, held_a = _held_out(affine(images_a, 2, -1), held_out, seed)
+    train_b, held_b = _held_out(affine(images_b, 2, -1), held_out, seed + 1)
     if is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "command.json", resolved)
     try:
-        result = train_translator(translator, train_a.to(target), train_b.to(target), config, run_dir, resume=resume,
-                                  held_out_a=None if held_a is None else held_a.to(target),
-                                  held_out_b=None if held_b is None else held_b.to(target))
+        result = train_translator(translator, on_device(train_a, target), on_device(train_b, target), config,
+                                  run_dir, resume=resume, held_out_a=None if held_a is None else on_device(held_a, target),
+                                  held_out_b=None if held_b is None else on_device(held_b, target))
     except (FileExistsError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     main = is_main_process()
@@ -178,7 +182,7 @@ def train(dir_a: Path, dir_b: Path, model: str, preset: str, size: int, iteratio
         return
     last = result.history[-1] if result.history else {}
     figures = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k.startswith(("hist/", "kid/")))
-    click.echo(f"trained {model} for {result.steps} steps in {result.seconds:.0f} s; {figures}")
+    click.echo(f"trained {model} for {result.steps} steps in {result.seconds:.1f} s; {figures}")
     if result.rollbacks:
         click.echo(f"divergence guard rolled back {len(result.rollbacks)} time(s); see {run_dir / 'train.log'}")
     click.echo(f"saved {result.translator_path}")

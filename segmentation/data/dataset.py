@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,6 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from runtime.store import DiskArray, is_stored, take_rows
+from runtime.preflight import check_disk, check_memory, dataset_bytes
+from segmentation.data.cache import CHUNK, Source, cache_bytes, cache_root, open_cache, read_all
 from segmentation.data.io import DataError, read_image
 
 ORGANS: tuple[str, ...] = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
@@ -65,8 +67,8 @@ class CXRData:
         ValueError: if the shapes, ids, classes or spacings disagree.
     """
 
-    images: Tensor
-    masks: Tensor | None
+    images: Tensor | DiskArray
+    masks: Tensor | DiskArray | None
     ids: list[str]
     classes: tuple[str, ...]
     spacing_mm: list[float | None] | None = None
@@ -141,22 +143,27 @@ class CXRData:
         if bad:
             raise IndexError(f"expected positions in [0, {n}), got {bad[0]}")
         index = [i % n if n else i for i in index]
-        positions = torch.tensor(index, dtype=torch.long, device=self.images.device)
+        positions = torch.tensor(index, dtype=torch.long)
         return CXRData(
-            images=self.images.index_select(0, positions),
-            masks=None if self.masks is None else self.masks.index_select(0, positions.to(self.masks.device)),
+            images=take_rows(self.images, positions),
+            masks=None if self.masks is None else take_rows(self.masks, positions),
             ids=[self.ids[i] for i in index],
             classes=self.classes,
             spacing_mm=None if self.spacing_mm is None else [self.spacing_mm[i] for i in index],
         )
 
     def to(self, device: torch.device | str) -> CXRData:
-        """Return a copy with images and masks on ``device``."""
+        """Return a copy with images and masks on ``device`` (a streamed dataset stays on disk)."""
         return replace(
             self,
-            images=self.images.to(device),
-            masks=None if self.masks is None else self.masks.to(device),
+            images=self.images if is_stored(self.images) else self.images.to(device),
+            masks=None if self.masks is None or is_stored(self.masks) else self.masks.to(device),
         )
+
+    @property
+    def streamed(self) -> bool:
+        """True when the images stay on disk and are read per batch (:class:`runtime.store.DiskArray`)."""
+        return is_stored(self.images)
 
     def without_masks(self) -> CXRData:
         """Return the same images without masks (the unlabelled view of a dataset)."""
@@ -273,8 +280,14 @@ def load_dataset(
     classes: Sequence[str] = ("lungs",),
     size: int | tuple[int, int] | None = 256,
     masks: bool = True,
+    stream: bool | None = None,
+    show_progress: bool = True,
 ) -> CXRData:
-    """Read a prepared dataset folder whole into tensors.
+    """Read a prepared dataset folder, through its decoded cache, into tensors or disk arrays.
+
+    The images and masks are decoded once at ``size`` into a cache (:mod:`segmentation.data.cache`) that later
+    calls reuse. A dataset that fits in memory is then read whole into tensors; a larger one (or ``stream=True``)
+    stays on disk as :class:`runtime.store.DiskArray` rows, read per batch by the loops. Both give the same values.
 
     Images are scaled to ``[0, 1]`` by their bit depth (``/255`` or ``/65535``) and resized with an
     anti-aliased bilinear filter; masks are resized label-safe (:func:`resize_masks`). A class that
@@ -292,9 +305,11 @@ def load_dataset(
         size: output size, an int (square) or ``(H, W)``; ``None`` keeps the stored size (then all
             images must share it).
         masks: when False, masks are not read (``CXRData.masks`` is ``None``), for unlabelled data.
+        stream: True keeps the data on disk, False reads it into memory, None decides by size (:func:`_streamed`).
+        show_progress: a progress bar while the cache is built.
 
     Returns:
-        :class:`CXRData` on the CPU, ids sorted.
+        :class:`CXRData` on the CPU (or on disk), ids sorted.
 
     Raises:
         DataError: for a missing folder, no images, an image without a mask (or a mask without an
@@ -352,12 +367,17 @@ def load_dataset(
             )
         organ_files[organ] = files
 
-    def read_one(path: Path, image_id: str) -> tuple[Tensor, Tensor | None, tuple[int, int]]:
+    source = Source(root=root, ids=ids, image_files=paths,
+                    mask_files={organ: [organ_files[organ][i] for i in ids] for organ in organs},
+                    groups=groups if masks else (), classes=tuple(classes) if masks else (), size=out_size)
+
+    def decode(i: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+        path, image_id = paths[i], ids[i]
         array = read_image(path)
         scale = 65535.0 if array.dtype == np.uint16 else 255.0
         image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
         target = out_size or (array.shape[0], array.shape[1])
-        mask_tensor = None
+        mask_array = None
         if masks:
             organ_masks: dict[str, np.ndarray] = {}
             for organ in organs:
@@ -370,27 +390,24 @@ def load_dataset(
                     )
                 organ_masks[organ] = mask > (65535 if mask.dtype == np.uint16 else 255) // 2
             channels = np.stack([np.logical_or.reduce([organ_masks[o] for o in group]) for group in groups])
-            mask_tensor = resize_masks(torch.from_numpy(channels.astype(np.float32))[None], target)[0]
-        return resize_images(image, target)[0], mask_tensor, (array.shape[0], array.shape[1])
+            mask_array = resize_masks(torch.from_numpy(channels.astype(np.float32))[None], target)[0].numpy()
+        return resize_images(image, target)[0, 0].numpy(), mask_array, (array.shape[0], array.shape[1])
 
-    # PNG decoding releases the GIL: a few threads read several files at once.
-    workers = max(1, min(8, (os.cpu_count() or 1)))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        loaded = list(pool.map(read_one, paths, ids))
-    stored_sizes = [size_ for _, _, size_ in loaded]
-    if out_size is None:
-        for path, stored in zip(paths, stored_sizes):
-            if stored != stored_sizes[0]:
-                raise DataError(
-                    f"{path}: size {stored} differs from {stored_sizes[0]} of {paths[0].name}; "
-                    "pass a size to resize all images to one size"
-                )
-    image_list = [image for image, _, _ in loaded]
-    mask_list = [mask for _, mask, _ in loaded]
+    def size_of_first() -> tuple[int, int]:
+        shape = read_image(paths[0]).shape
+        return int(shape[0]), int(shape[1])
 
-    images = torch.stack(image_list).clamp_(0.0, 1.0)
-    mask_tensor = torch.stack(mask_list) if masks else None
+    try:
+        cached = open_cache(source, decode, size_of_first, show_progress=show_progress)
+    except ValueError as err:
+        raise DataError(str(err)) from err
+    if _streamed(stream, len(ids), cached.images.shape[2:], len(classes) if masks else 0):
+        images, mask_data = cached.images, cached.masks
+    else:
+        images = torch.from_numpy(read_all(cached.images))
+        mask_data = torch.from_numpy(read_all(cached.masks)) if cached.masks is not None else None
 
+    stored_sizes = cached.stored_sizes
     spacings = _stored_spacings(_read_metadata(root), ids)
     if spacings is not None:
         final = images.shape[2:]
@@ -399,7 +416,45 @@ def load_dataset(
             None if s is None else 0.5 * (s[0] * h / final[0] + s[1] * w / final[1])
             for s, (h, w) in zip(spacings, stored_sizes)
         ]
-    return CXRData(images=images, masks=mask_tensor, ids=ids, classes=tuple(classes), spacing_mm=spacings)
+    return CXRData(images=images, masks=mask_data, ids=ids, classes=tuple(classes), spacing_mm=spacings)
+
+
+def check_loadable(n: int, size: int, channels: int, what: str, fix: str) -> None:
+    """Refuse, before anything is read, a load that cannot fit: in memory (the whole set, or one cache chunk when it
+    is streamed) and on the cache's disk.
+
+    Raises:
+        ValueError: one line naming ``what``, the bytes needed and ``fix``.
+    """
+    streamed = will_stream(n, size, channels)
+    check_memory(dataset_bytes(min(n, CHUNK) if streamed else n, size, 1 + channels), what, fix)
+    check_disk(cache_bytes(n, (size, size), channels), cache_root(), f"the decoded cache of {what}",
+               f"{fix} or set CXR_CACHE to a larger disk")
+
+
+def will_stream(n: int, size: int | Sequence[int], channels: int = 0) -> bool:
+    """Whether :func:`load_dataset` would keep ``n`` images (and ``channels`` mask classes) at ``size`` on disk."""
+    size = (size, size) if isinstance(size, int) else size
+    return _streamed(None, n, size, channels)
+
+
+def _streamed(stream: bool | None, n: int, size: Sequence[int], channels: int) -> bool:
+    """Whether a dataset stays on disk: ``stream`` if given, else ``$CXR_STREAM`` (1 / 0 / auto), else auto.
+
+    Auto keeps a dataset in memory while its ``float32`` images and masks fit in ``$CXR_IN_MEMORY_MB`` (default
+    2048 MB: a few thousand images at 256 px) and streams it otherwise.
+    """
+    if stream is not None:
+        return bool(stream)
+    env = os.environ.get("CXR_STREAM", "auto").strip().lower()
+    if env in ("1", "true", "yes"):
+        return True
+    if env in ("0", "false", "no"):
+        return False
+    if env != "auto":
+        raise ValueError(f"expected CXR_STREAM to be 1, 0 or auto, got {env!r}")
+    limit_mb = float(os.environ.get("CXR_IN_MEMORY_MB", "2048"))
+    return n * (1 + channels) * int(size[0]) * int(size[1]) * 4 > limit_mb * 2**20
 
 
 def to_exclusive(masks: Tensor) -> Tensor:

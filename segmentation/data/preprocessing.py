@@ -11,11 +11,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from kornia.enhance import equalize_clahe
 from torch import Tensor
+
+from runtime.store import DiskArray, is_stored
 
 NormalizeMode = Literal["per_image", "dataset", "none"]
 NORMALIZE_MODES: tuple[str, ...] = ("per_image", "dataset", "none")
@@ -28,11 +31,12 @@ def _check_images(images: Tensor, name: str = "images") -> None:
         raise ValueError(f"expected {name} of shape [N, C, H, W], got {shape}")
 
 
-def dataset_stats(images: Tensor) -> tuple[float, float]:
+def dataset_stats(images: Tensor | DiskArray, chunk: int = 256) -> tuple[float, float]:
     """Mean and standard deviation of all pixels of a (training) set, for ``normalize(mode="dataset")``.
 
     Args:
-        images: the training images.
+        images: the training images (a :class:`runtime.store.DiskArray` is read ``chunk`` rows at a time).
+        chunk: rows per read of a disk array.
 
     Returns:
         ``(mean, std)`` as Python floats (JSON-able, to save with a run's config).
@@ -43,6 +47,17 @@ def dataset_stats(images: Tensor) -> tuple[float, float]:
     Shape:
         images ``[N, C, H, W]``.
     """
+    if is_stored(images):
+        if len(images) == 0:
+            raise ValueError("expected at least one image to compute statistics, got none")
+        total = total_sq = 0.0
+        count = 0
+        for begin in range(0, len(images), chunk):
+            values = images[begin:begin + chunk].double()
+            total, total_sq, count = total + float(values.sum()), total_sq + float((values * values).sum()), \
+                count + values.numel()
+        mean = total / count
+        return mean, math.sqrt(max(0.0, total_sq / count - mean * mean))
     _check_images(images)
     if images.numel() == 0:
         raise ValueError("expected at least one image to compute statistics, got none")
