@@ -98,8 +98,8 @@ MODEL = textwrap.dedent("""
     import sys, torch
     from segmentation.config import SegmentationConfig
     from segmentation.inference import build_segmenter, save_segmenter
-    config = SegmentationConfig(model="unet", model_kwargs={"depth": 4, "base_channels": 8}, classes=("lungs",),
-                                size=int(sys.argv[2]), postprocess=False)
+    config = SegmentationConfig(model="unet", model_kwargs={"depth": int(sys.argv[3]), "base_channels": int(sys.argv[4])},
+                                classes=("lungs",), size=int(sys.argv[2]), postprocess=False)
     torch.manual_seed(0)
     save_segmenter(build_segmenter(config), sys.argv[1], config)
 """)
@@ -152,6 +152,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", default="cache,read,translate,transfer,predict")
     parser.add_argument("--predict-max", type=int, default=50000, help="skip predict above this N")
+    parser.add_argument("--predict-model", default="4,8", help="depth,base_channels of the predict U-Net")
     parser.add_argument("--out", default="/tmp/bench_stream.jsonl")
     parser.add_argument("--work", default=None, help="temporary folder (default: a new one, removed at the end)")
     args = parser.parse_args()
@@ -171,7 +172,8 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     model = work / "unet.pt"
-    subprocess.run([sys.executable, "-c", MODEL, str(model), str(args.size)], env=env, check=True)
+    subprocess.run([sys.executable, "-c", MODEL, str(model), str(args.size), *args.predict_model.split(",")], env=env,
+                   check=True)
     cli = [sys.executable, "-m", "experiments.cli"]
     try:
         for n in [int(s) for s in args.sizes.split(",")]:

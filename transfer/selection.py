@@ -60,6 +60,10 @@ def mean_dice(pred: Tensor, target: Tensor) -> float:
     return float(dice(*confusion_counts(pred, target)).mean())
 
 
+MAX_IMAGES = 64
+"""Images of each set a selector scores (the first ones; evaluation cost on CPU)."""
+
+
 class Selector:
     """Scores a (translator, segmenter) pair by the chosen rule (see the module docstring).
 
@@ -84,7 +88,7 @@ class Selector:
     def __init__(self, rule: str, normalize: Callable[[Tensor], Tensor],
                  source_val: tuple[Tensor, Tensor] | None = None, target_images: Tensor | None = None,
                  labelled: tuple[Tensor, Tensor] | None = None, target_val: tuple[Tensor, Tensor] | None = None,
-                 batch_size: int = 16, max_images: int = 64, target_channels: list[int] | None = None,
+                 batch_size: int = 16, max_images: int = MAX_IMAGES, target_channels: list[int] | None = None,
                  source_masks: Tensor | None = None,
                  views: Sequence[str] = ("translated", "direct", "translated_flip", "direct_flip")) -> None:
         if rule not in SELECTION_RULES:

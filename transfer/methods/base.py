@@ -132,11 +132,21 @@ def segmenter_predictor(model: nn.Module, config: SegmentationConfig,
     return predict
 
 
+SCORE_CHUNK = 256
+"""Test images predicted and scored at a time."""
+
+
 def score(predict: Predictor, config: SegmentationConfig, data: CXRData) -> list[dict[str, Any]]:
-    """Per-image metric rows (with ``id``) of a predictor's masks against ``data``'s masks."""
-    masks = probabilities_to_masks(predict(data.images).cpu(), config)
-    return [{"id": i, **r} for i, r in zip(data.ids, evaluate_masks(masks.cpu(), data.masks.cpu() > 0.5,
-                                                                     data.classes, spacing_mm=data.spacing_mm))]
+    """Per-image metric rows (with ``id``) of a predictor's masks against ``data``'s masks, ``SCORE_CHUNK`` images
+    at a time (bounded memory for a test set of any size; streamed sets are read chunk by chunk)."""
+    rows = []
+    for begin in range(0, len(data), SCORE_CHUNK):
+        end = min(len(data), begin + SCORE_CHUNK)
+        masks = probabilities_to_masks(predict(data.images[begin:end]).cpu(), config)
+        rows += evaluate_masks(masks.cpu(), data.masks[begin:end].cpu() > 0.5, data.classes,
+                               spacing_mm=None if data.spacing_mm is None else data.spacing_mm[begin:end])
+    return [{"id": i, **r} for i, r in zip(data.ids, rows)]
+
 
 
 def mean_jaccard(rows: list[dict[str, Any]], classes: tuple[str, ...] | list[str]) -> float:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from runtime.store import head_rows
 from segmentation.data.dataset import CXRData
 from segmentation.inference import save_segmenter
 from transfer.config import ExperimentConfig, TransferConfig
@@ -51,7 +52,7 @@ from transfer.methods.base import (
 )
 from transfer.orchestrator import TransferOrchestrator, TransferResult
 from transfer.prediction import predict_views
-from transfer.selection import Selector
+from transfer.selection import MAX_IMAGES, Selector
 from transfer.shared import normalizer, report_line
 
 NAME = "selftrain"
@@ -189,7 +190,7 @@ def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, sourc
     train, val = source.subset(ctx.source_split["train"]), source.subset(ctx.source_split["val"])
     pairs = (labelled.images, labelled.masks) if labelled is not None else None
     selector = Selector(config.selection, norm, source_val=(val.images, val.masks),
-                        target_images=torch.cat([pool, ctx.target_val.images]), labelled=pairs,
+                        target_images=head_rows([pool, ctx.target_val.images], MAX_IMAGES), labelled=pairs,
                         target_channels=target_channels, source_masks=train.masks, views=config.predict_views)
     overlay = pairs if pairs is not None else (ctx.target_val.images, None)  # ground truth only where labels exist
     orch = TransferOrchestrator(IdentityTranslator().to(ctx.device), copy.deepcopy(start).to(ctx.device), config,

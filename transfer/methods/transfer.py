@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.store import head_rows
 from segmentation.config import SegmentationConfig
 from segmentation.data.preprocessing import normalize
 from segmentation.inference import save_segmenter
@@ -30,7 +31,7 @@ from transfer.methods.base import (
 from transfer.methods.finetune import finetune_config
 from transfer.orchestrator import TransferOrchestrator
 from transfer.prediction import predict_views
-from transfer.selection import Selector
+from transfer.selection import MAX_IMAGES, Selector
 from transfer.shared import (
     build_translator,
     make_monitor,
@@ -68,7 +69,7 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
     unlabelled = ctx.target.unlabelled_images()
     norm = normalizer(exp)
     selector = Selector(config.selection, norm, source_val=(src_val.images, src_val.masks),
-                        target_images=torch.cat([unlabelled, ctx.target_val.images]), labelled=labelled,
+                        target_images=head_rows([unlabelled, ctx.target_val.images], MAX_IMAGES), labelled=labelled,
                         target_val=(ctx.target_val.images, ctx.target_val.masks)
                         if config.selection == "paper_target_val" else None, target_channels=channels,
                         source_masks=src_train.masks, views=config.predict_views)
