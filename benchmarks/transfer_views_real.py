@@ -32,11 +32,11 @@ VARIANTS = {
 
 
 def main() -> None:
-    from runtime.config import load_config
+    from runtime.config import config_from_dict
     from segmentation.data.preprocessing import normalize
     from segmentation.metrics import evaluate_masks
     from segmentation.training import load_segmenter, probabilities_to_masks
-    from transfer.config import ExperimentConfig
+    from transfer.config import ExperimentConfig, without_removed
     from transfer.prediction import predict_views
     from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
     from transfer.shared import load_cell_data
@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cell = Path(args.cell)
-    exp = load_config(ExperimentConfig, cell / "config.json")
+    exp = config_from_dict(ExperimentConfig, without_removed(json.loads((cell / "config.json").read_text())))
     _, target = load_cell_data(exp)
     test = target.subset(json.loads((cell / "splits.json").read_text())["test"])
     translator, _ = load_translator(cell / ADAPTED_TRANSLATOR, map_location="cpu")

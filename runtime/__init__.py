@@ -5,7 +5,7 @@ state, checkpoints that make resume exact, device and autocast selection, DDP-aw
 (rank-0 logging and saving), TensorBoard logging and progress bars.
 """
 
-from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from runtime.checkpoint import keep_latest, latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.config import config_from_dict, config_to_dict, load_config, save_config
 from runtime.device import autocast, resolve_device
 from runtime.distributed import (all_reduce_gradients, barrier, get_rank, get_world_size, is_main_process, rank_seed,
@@ -30,6 +30,7 @@ __all__ = [
     "get_rng_state",
     "get_world_size",
     "is_main_process",
+    "keep_latest",
     "latest_checkpoint",
     "load_checkpoint",
     "load_config",

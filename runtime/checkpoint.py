@@ -1,4 +1,4 @@
-"""Checkpoints written atomically, found again on resume."""
+"""Checkpoints written atomically, found again on resume, rotated to the newest few."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
@@ -71,3 +71,41 @@ def latest_checkpoint(folder: str | os.PathLike, pattern: str = "*.pt") -> Path 
         return (int(numbers[-1]) if numbers else -1, p.stat().st_mtime)
 
     return max(files, key=key)
+
+
+def _step_key(path: Path) -> tuple[int, str]:
+    """The last number in a checkpoint's name (``iter_0000250.pt``, ``step_00000010.suspect.pt``), then the name."""
+    numbers = _STEP.findall(path.name)
+    return (int(numbers[-1]) if numbers else -1, path.name)
+
+
+def keep_latest(folder: str | os.PathLike, pattern: str, keep: int, also_keep: Iterable[Path] = ()) -> list[Path]:
+    """Delete the checkpoints matching ``pattern`` in ``folder`` but the ``keep`` with the largest step numbers.
+
+    The checkpoint rotation of every training loop (transfer, translation). Hidden files (an atomic write in progress)
+    are left alone.
+
+    Args:
+        folder: the checkpoint folder (missing: nothing to do).
+        pattern: glob of the rotated files, e.g. ``"iter_*.pt"``.
+        keep: how many of the newest to keep (0: none but ``also_keep``).
+        also_keep: files kept whatever their step (e.g. the newest healthy checkpoint, for a rollback).
+
+    Returns:
+        The kept files, newest first.
+
+    Raises:
+        ValueError: on ``keep < 0``.
+    """
+    if keep < 0:
+        raise ValueError(f"expected keep >= 0, got {keep}")
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    files = sorted((p for p in folder.glob(pattern) if p.is_file() and not p.name.startswith(".")), key=_step_key,
+                   reverse=True)
+    kept = set(files[:keep]) | {Path(p) for p in also_keep}
+    for path in files:
+        if path not in kept:
+            path.unlink(missing_ok=True)
+    return [p for p in files if p in kept]

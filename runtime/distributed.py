@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from runtime.device import resolve_device
+
+T = TypeVar("T")
 
 
 def _initialized() -> bool:
@@ -93,11 +95,9 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def init_distributed(device: str = "auto") -> torch.device:
-    """Join the process group ``torchrun`` describes and return this rank's device; outside torchrun, the device.
-
-    NCCL with ``cuda:LOCAL_RANK`` when CUDA is available and ``device`` allows it ("auto" or "cuda"), Gloo on the
-    CPU otherwise. Idempotent: a second call reuses the group.
+def local_device(device: str = "auto") -> torch.device:
+    """This process's device: under ``torchrun`` ``cuda:LOCAL_RANK`` when CUDA is available and ``device`` allows it
+    ("auto" or "cuda"), the CPU otherwise; outside torchrun ``resolve_device(device)``.
 
     Raises:
         ValueError: for a device name that names one GPU (``cuda:1``) under torchrun: each rank takes its own.
@@ -107,14 +107,28 @@ def init_distributed(device: str = "auto") -> torch.device:
     if device not in ("auto", "cuda", "cpu"):
         raise ValueError(f"expected --device auto, cuda or cpu under torchrun (each rank takes cuda:LOCAL_RANK), got "
                          f"{device!r}")
-    use_cuda = torch.cuda.is_available() and device in ("auto", "cuda")
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    if use_cuda:
-        local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(local)
-        return local
+    if torch.cuda.is_available() and device in ("auto", "cuda"):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the process group ``torchrun`` describes and return this rank's device; outside torchrun, the device.
+
+    NCCL with ``cuda:LOCAL_RANK`` when CUDA is available and ``device`` allows it ("auto" or "cuda"), Gloo on the
+    CPU otherwise (:func:`local_device`). Idempotent: a second call reuses the group.
+
+    Raises:
+        ValueError: for a device name that names one GPU (``cuda:1``) under torchrun: each rank takes its own.
+    """
+    local = local_device(device)
+    if not launched_by_torchrun():
+        return local
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if local.type == "cuda" else "gloo")
+    if local.type == "cuda":
+        torch.cuda.set_device(local)
+    return local
 
 
 def close_distributed() -> None:
@@ -122,6 +136,59 @@ def close_distributed() -> None:
     if _initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def on_main(fn: Callable[[], T]) -> T:
+    """``fn()`` run on rank 0 alone and its (picklable) result handed to every rank; ``fn()`` outside a group.
+
+    For what one process does for all: write a file, probe a folder, decide from a file that may exist (a cache, a
+    finished result) so that every rank takes the same branch. An exception on rank 0 is raised on every rank (the
+    others get a ``RuntimeError`` with its first line), so all ranks stop together instead of waiting for rank 0 at
+    the next collective.
+    """
+    if not _initialized() or get_world_size() == 1:
+        return fn()
+    outcome: list[object] = [None]
+    error: BaseException | None = None
+    if is_main_process():
+        try:
+            outcome[0] = ("ok", fn())
+        except Exception as err:  # noqa: BLE001 - handed to the other ranks, then raised here unchanged
+            error = err
+            text = str(err).strip()
+            outcome[0] = ("error", text.splitlines()[0] if text else type(err).__name__)
+    dist.broadcast_object_list(outcome, src=0)
+    status, value = outcome[0]
+    if error is not None:
+        raise error
+    if status == "error":
+        raise RuntimeError(value)
+    return value
+
+
+def data_parallel(model: nn.Module) -> nn.Module:
+    """``model`` in ``DistributedDataParallel`` inside a process group of several ranks, else ``model`` itself.
+
+    The model must already be on this rank's device (:func:`local_device`). DDP broadcasts rank 0's weights and
+    buffers when it wraps, averages gradients during ``backward`` and broadcasts rank 0's buffers (BatchNorm
+    statistics) before every training forward, so every rank starts and steps identically; :func:`sync_from_main`
+    afterwards makes the buffers, last updated by each rank's own batch, rank 0's again.
+    """
+    if not _initialized() or get_world_size() == 1:
+        return model
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def sync_from_main(model: nn.Module, buffers_only: bool = False) -> nn.Module:
+    """Copy rank 0's parameters and buffers (``buffers_only``: its buffers, e.g. BatchNorm statistics of a loop that
+    averages gradients itself) into ``model`` on every rank; a no-op outside a group. Returns ``model``."""
+    if _initialized() and get_world_size() > 1:
+        net = unwrap(model)
+        with torch.no_grad():
+            for tensor in [*([] if buffers_only else net.parameters()), *net.buffers()]:
+                dist.broadcast(tensor.data, src=0)
+    return model
 
 
 @contextlib.contextmanager

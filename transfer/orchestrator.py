@@ -5,10 +5,10 @@ image-to-image translation" (SIBGRAPI 2018): the source segmenter M_A is put ins
 (G_AB, G_BA, D_A, D_B). After an unsupervised warm-up of the translator, every iteration runs discriminative,
 generative and supervised steps (:mod:`transfer.steps`); prediction on a target image b is M_A(G_BA(b)).
 
-Additions beyond the paper, each switchable in :class:`transfer.config.TransferConfig` so they can be measured as
-ablations: an exponential moving average (EMA) of generator and segmenter weights, which is what predicts and what
-selection scores; self-training on confident target pseudo-labels of the EMA model; label-free model selection
-(:mod:`transfer.selection`).
+Additions beyond the paper, set in :class:`transfer.config.TransferConfig` (its ``paper`` preset turns them off; what
+each was measured to bring: docs/results/transfer.md): an exponential moving average (EMA) of generator and segmenter
+weights, which is what predicts and what selection scores; prediction averaged over views; self-training on confident
+target pseudo-labels; augmentation of the supervised step; label-free model selection (:mod:`transfer.selection`).
 
 The orchestrator takes built models (possibly DDP-wrapped segmenter), a loss and a normaliser; it logs to
 TensorBoard and writes checkpoints on rank 0 only, and resumes exactly (models, optimizers, EMA, iterators, RNG).
@@ -31,9 +31,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
-from runtime.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from runtime.checkpoint import keep_latest, latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.device import autocast
-from runtime.distributed import frozen, is_main_process, rank_indices, rank_seed, unwrap
+from runtime.distributed import frozen, is_main_process, rank_indices, rank_seed, sync_from_main, unwrap
 from runtime.loader import ReadAhead, stream_batches
 from runtime.logging import RunLogger, progress
 from runtime.seed import (
@@ -48,7 +48,6 @@ from segmentation.data.preprocessing import normalize
 from segmentation.losses import create_loss
 from transfer.config import TransferConfig
 from transfer.prediction import predict_target, predict_views
-from transfer.selection import ShapePrior
 from transfer.steps import (
     SupervisedBatch,
     SupervisedWeights,
@@ -227,6 +226,8 @@ class TransferOrchestrator:
         show_progress: tqdm bar on rank 0.
         target_channels: M_A's output channels that the labelled target masks label, when M_A has more classes
             than the target (source pairs train all of them); None: all.
+        train_translator: False keeps the translator fixed (``selftrain``'s identity): no warm-up, no discriminative
+            or generative step, and the supervised step trains M_A alone.
     """
 
     def __init__(self, translator: nn.Module, segmenter: nn.Module, config: TransferConfig,
@@ -234,7 +235,7 @@ class TransferOrchestrator:
                  normalize: Callable[[Tensor], Tensor] | None = None, run_dir: str | os.PathLike | None = None,
                  show_progress: bool = False, target_channels: Sequence[int] | None = None,
                  monitor: TranslationMonitor | None = None, overlay: tuple[Tensor, Tensor | None] | None = None,
-                 report: Callable[[str], None] | None = None) -> None:
+                 report: Callable[[str], None] | None = None, train_translator: bool = True) -> None:
         self.translator = translator
         self.segmenter = segmenter
         self.config = config
@@ -246,11 +247,10 @@ class TransferOrchestrator:
         self.monitor = monitor
         self.overlay = overlay
         self.report = report
+        self.train_translator = train_translator
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
-                                         target=config.weight_target, pseudo=config.weight_pseudo,
-                                         translated=config.weight_translated,
-                                         target_direct=config.weight_target_direct)
+                                         target=config.weight_target, pseudo=config.weight_pseudo)
         self._reset_optimizers()
         self.ema_translator: EMA | None = None
         self.ema_segmenter: EMA | None = None
@@ -259,8 +259,6 @@ class TransferOrchestrator:
         self.labelled: ForeverIterator | None = None
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {"iteration": -1, "score": -math.inf, "state": None}
-        self.snapshots: list[dict[str, Any]] = []
-        self.shape_prior = None  # fitted on the source masks by fit() when config.pseudo_filter == "shape"
         self.augmenter: nn.Module | None = None  # built on the device by _augment when config.augment != "none"
         self._teacher_models: tuple[nn.Module, nn.Module] | None = None  # pseudo_teacher "selected"
         self._teacher_iteration: int | None = None  # the best evaluation the teacher holds
@@ -278,7 +276,7 @@ class TransferOrchestrator:
     def _make_iterators(self, source_images: Tensor, source_masks: Tensor, target_images: Tensor,
                         labelled: tuple[Tensor, Tensor] | None, seed: int) -> None:
         c, device = self.config, self.device
-        seed = rank_seed(seed)  # under torchrun each rank draws its own batches; unchanged on one process
+        # under torchrun every rank draws the same permutations and takes its disjoint share (rank_indices)
         self.source = ForeverIterator(source_images, source_masks, batch_size=c.batch_size, seed=seed, device=device)
         self.target = ForeverIterator(target_images, batch_size=c.batch_size, seed=seed + 1, device=device)
         self.labelled = (ForeverIterator(*labelled, batch_size=c.batch_size, seed=seed + 2, device=device)
@@ -289,25 +287,24 @@ class TransferOrchestrator:
         """One iteration of the method: discriminative, generative, then supervised steps (Sec. III of the paper).
 
         Returns:
-            Losses of the last step of each kind, prefixed ``discriminative/``, ``generative/``, ``supervised/``.
+            Losses of each step, prefixed ``discriminative/``, ``generative/``, ``supervised/``.
         """
         c, losses = self.config, {}
-        for _ in range(c.n_discriminative):
+        if self.train_translator:
             (a, _), (b,) = next(self.source), next(self.target)
             d = discriminative_step(self.translator, a, b, self.opt_d, amp=c.amp, grad_clip=c.grad_clip)
             losses.update({f"discriminative/{k}": v for k, v in d.items()})
-        for _ in range(c.n_generative):
             (a, _), (b,) = next(self.source), next(self.target)
-            g = generative_step(self.translator, a, b, self.opt_g, weight=c.weight_generative, amp=c.amp,
-                                grad_clip=c.grad_clip)
+            g = generative_step(self.translator, a, b, self.opt_g, amp=c.amp, grad_clip=c.grad_clip)
             losses.update({f"generative/{k}": v for k, v in g.items()})
-        for _ in range(c.n_supervised):
-            # generator_supervision off (an ablation): the generators are frozen, the segmentation loss trains M_A only
-            with frozen([] if c.generator_supervision else unwrap(self.translator).generator_parameters()):
-                s = supervised_step(self.translator, self.segmenter, self._supervised_batch(), self.loss_fn,
-                                    self.normalize, (self.opt_s, self.opt_g) if c.generator_supervision
-                                    else (self.opt_s,), weights=self.weights, amp=c.amp, grad_clip=c.grad_clip)
-            losses.update({f"supervised/{k}": v for k, v in s.items()})
+        # the supervised loss also trains the generators (the paper's coupling) unless the translator is fixed
+        with frozen([] if self.train_translator else unwrap(self.translator).generator_parameters()):
+            s = supervised_step(self.translator, self.segmenter, self._supervised_batch(), self.loss_fn, self.normalize,
+                                (self.opt_s, self.opt_g) if self.train_translator else (self.opt_s,),
+                                weights=self.weights, amp=c.amp, grad_clip=c.grad_clip)
+        losses.update({f"supervised/{k}": v for k, v in s.items()})
+        sync_from_main(self.translator, buffers_only=True)  # rank 0's BatchNorm statistics, as DDP broadcasts them
+        sync_from_main(self.segmenter, buffers_only=True)
         self.ema_translator.update(self.translator)
         self.ema_segmenter.update(self.segmenter)
         self.iteration_count += 1
@@ -344,9 +341,6 @@ class TransferOrchestrator:
             batch.b_unlabelled = b
             batch.pseudo = (probs > 0.5).float()
             batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()
-            if self.shape_prior is not None:  # drop pseudo-labels whose shape the source never shows
-                plausible = torch.as_tensor(self.shape_prior.plausible(probs > 0.5), device=probs.device)
-                batch.pseudo_weight = batch.pseudo_weight * plausible[:, :, None, None].float()
             if c.augment == "all":  # one warp for the image, its pseudo-label and its weight
                 k = batch.pseudo.shape[1]
                 batch.b_unlabelled, warped = self._augment(b, torch.cat([batch.pseudo, batch.pseudo_weight], 1))
@@ -390,8 +384,8 @@ class TransferOrchestrator:
                 model.load_state_dict(state["translator"])
                 return {"cached": True, "iterations": c.warmup_iterations, "seconds": time.perf_counter() - start}
         seed_everything(c.seed)
-        src = ForeverIterator(source_images, batch_size=c.batch_size, seed=rank_seed(c.seed), device=self.device)
-        tgt = ForeverIterator(target_images, batch_size=c.batch_size, seed=rank_seed(c.seed) + 1, device=self.device)
+        src = ForeverIterator(source_images, batch_size=c.batch_size, seed=c.seed, device=self.device)
+        tgt = ForeverIterator(target_images, batch_size=c.batch_size, seed=c.seed + 1, device=self.device)
         logger = RunLogger(self.run_dir / "tb" if self.run_dir is not None else None)
         logger.layout(convergence_layout())
         for it in progress(range(c.warmup_iterations), desc="warm-up", enabled=self.show_progress):
@@ -436,12 +430,11 @@ class TransferOrchestrator:
             A :class:`TransferResult`.
         """
         c, start = self.config, time.perf_counter()
-        if c.pseudo_filter == "shape":
-            self.shape_prior = ShapePrior.fit(source_masks)
         ckpt_dir = self.run_dir / "checkpoints" if self.run_dir is not None else None
         latest = latest_checkpoint(ckpt_dir, "iter_*.pt") if (resume and ckpt_dir is not None) else None
         if latest is None:
-            self.warm_up(source_images, target_images, warmup_cache, warmup_key)
+            if self.train_translator:
+                self.warm_up(source_images, target_images, warmup_cache, warmup_key)
             self._reset_optimizers()
             seed_everything(c.seed + 7)
             self._make_iterators(source_images, source_masks, target_images, labelled, c.seed + 10)
@@ -469,7 +462,7 @@ class TransferOrchestrator:
                 self._evaluate(selector, logger)
                 if ckpt_dir is not None and is_main_process():
                     save_checkpoint(ckpt_dir / f"iter_{it:07d}.pt", self.state_dict())
-                    _keep_latest(ckpt_dir, keep=1)
+                    keep_latest(ckpt_dir, "iter_*.pt", keep=1)
         if c.iterations == 0 or not self.history:
             self._evaluate(selector, logger)
         logger.close()
@@ -494,10 +487,6 @@ class TransferOrchestrator:
             if "score" not in criteria:
                 raise ValueError(f"expected a 'score' in the selector's criteria, got {sorted(criteria)}")
         logger.scalars(criteria, it, prefix="selection")
-        if self.config.snapshots > 1:
-            self.snapshots = (self.snapshots + [{
-                "translator": copy.deepcopy(self.ema_translator.module.state_dict()),
-                "segmenter": copy.deepcopy(self.ema_segmenter.module.state_dict())}])[-self.config.snapshots:]
         self.history.append({"iteration": float(it), **{k: float(v) for k, v in criteria.items()}})
         self._watch(logger, self.ema_translator.module, it, "transfer", self.config.iterations,
                     getattr(self, "_started", time.perf_counter()), criteria)
@@ -552,18 +541,16 @@ class TransferOrchestrator:
             self.segmenter)
         return predict_target(translator, segmenter, images, self.normalize)
 
-    def predict(self, images: Tensor, batch_size: int = 8, views: Sequence[str] | None = None,
-                snapshots: int | None = None) -> Tensor:
-        """Logits of M_A(G_BA(b)) for target images (selected EMA weights), or of an average over views/snapshots.
+    def predict(self, images: Tensor, batch_size: int = 8, views: Sequence[str] | None = None) -> Tensor:
+        """Logits of M_A(G_BA(b)) for target images (selected EMA weights), or of an average over views.
 
         With ``config.predict_views`` other than the paper's ``("translated",)`` the probabilities of the views are
-        averaged (see :func:`predict_views`); with ``config.snapshots > 1`` they are also averaged over the EMA
-        weights of the last evaluations. The returned logits are ``logit(mean probability)``.
+        averaged (see :func:`predict_views`) and the returned logits are ``logit(mean probability)``.
 
         Args:
             images: ``[N, 1, H, W]`` in ``[0, 1]``.
             batch_size: images per forward pass.
-            views / snapshots: override ``config.predict_views`` / ``config.snapshots`` (for ablations).
+            views: override ``config.predict_views`` (the other views a cell reports).
 
         Returns:
             Logits ``[N, K, H, W]`` on the CPU.
@@ -572,25 +559,17 @@ class TransferOrchestrator:
             ValueError: on an unknown view.
         """
         views = tuple(views if views is not None else self.config.predict_views)
-        snapshots = snapshots if snapshots is not None else self.config.snapshots
-        if views == ("translated",) and (snapshots <= 1 or len(self.snapshots) <= 1):
+        if views == ("translated",):
             outs = [self._predict_logits(images[i:i + batch_size].to(self.device)).cpu()
                     for i in range(0, len(images), batch_size)]
             return torch.cat(outs)
-        models = [(self.ema_translator.module, self.ema_segmenter.module)] if self.ema_translator is not None else [
-            (unwrap(self.translator), unwrap(self.segmenter))]
-        if snapshots > 1 and len(self.snapshots) > 1:
-            models = []
-            for state in self.snapshots[-snapshots:]:
-                translator, segmenter = copy.deepcopy(self.ema_translator.module), copy.deepcopy(
-                    self.ema_segmenter.module)
-                translator.load_state_dict(state["translator"])
-                segmenter.load_state_dict(state["segmenter"])
-                models.append((translator, segmenter))
+        translator, segmenter = ((self.ema_translator.module, self.ema_segmenter.module)
+                                 if self.ema_translator is not None else (unwrap(self.translator),
+                                                                          unwrap(self.segmenter)))
         outs = []
         for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(self.device)
-            probs = torch.stack([predict_views(t, s, x, self.normalize, views) for t, s in models]).mean(0)
+            probs = predict_views(translator, segmenter, images[i:i + batch_size].to(self.device), self.normalize,
+                                  views)
             outs.append(torch.logit(probs.clamp(1e-6, 1 - 1e-6)).cpu())
         return torch.cat(outs)
 
@@ -605,7 +584,7 @@ class TransferOrchestrator:
             "ema_translator": self.ema_translator.state_dict(), "ema_segmenter": self.ema_segmenter.state_dict(),
             "source": self.source.state_dict(), "target": self.target.state_dict(),
             "labelled": self.labelled.state_dict() if self.labelled is not None else None,
-            "history": self.history, "best": self.best, "rng": get_rng_state(), "snapshots": self.snapshots,
+            "history": self.history, "best": self.best, "rng": get_rng_state(),
             "config": json.loads(json.dumps(self.config.__dict__, default=list)),
             "augmenter": self.augmenter.generator.get_state() if self.augmenter is not None else None,
         }
@@ -628,7 +607,6 @@ class TransferOrchestrator:
         self.history = list(state["history"])
         self.best = state["best"]
         self._teacher_iteration = None  # a "selected" teacher reloads the restored best weights
-        self.snapshots = list(state.get("snapshots", []))
         set_rng_state(state["rng"])
 
 
@@ -638,12 +616,6 @@ def _warmup_key(model: nn.Module, config: TransferConfig, key: str) -> str:
                           "lr": [config.lr_generator, config.lr_discriminator], "key": key}, sort_keys=True,
                          default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _keep_latest(folder: Path, keep: int) -> None:
-    files = sorted(folder.glob("iter_*.pt"))
-    for old in files[:-keep]:
-        old.unlink(missing_ok=True)
 
 
 def _default_loss(name: str) -> Callable[[Tensor, Tensor], Tensor]:

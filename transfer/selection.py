@@ -1,42 +1,25 @@
-"""Model selection for the transfer method, with and without target labels.
+"""Model selection for the transfer method: which evaluation's EMA weights become the predictor.
 
-Plain translation "mostly removes failures, its gain in the mean is small and it drifts" (issue 5), so *when* to
-stop matters as much as *how* to train. The rules (``TransferConfig.selection``), scored on the EMA models, higher
-is better:
+The rules (``TransferConfig.selection``, :data:`transfer.config.SELECTION_RULES`), higher is better; the ones a preset
+uses or that won a measurement (docs/results/transfer.md, "Label-free stopping" and "A stopping rule for short and
+long runs"):
 
-* ``source_cycle``: mean Dice of M_A(G_BA(G_AB(a))) against y_a on the **source validation** split. It needs no
-  target label; it drops when the cycle loses what M_A needs (anatomy moved, contrast destroyed).
-* ``cycle_agreement``: mean Dice between M_A(G_BA(b)) and M_A(G_BA(G_AB(G_BA(b)))) on unlabelled target images
-  (training + validation images, never test). No label; it drops when the target translation is unstable.
-* ``label_free`` (usable at 0%; the default before ``shape_prior`` was measured): the mean of the two above.
-* ``view_agreement``: mean Dice between M_A(G_BA(b)) and M_A(b) on unlabelled target images: do the translated
-  and the raw view of a target image get the same segmentation?
-* ``consensus``: mean Dice between each prediction view (``views``, default the four of
-  ``transfer.config.PREDICT_VIEWS``) and their average, on unlabelled target images.
-* ``confidence``: mean of ``|2p - 1|`` over target pixels of the view-averaged probability ``p``.
-* ``shape_prior``: share of (target image, class) predictions of the view average whose number of
-  connected components and area lie in the range seen on the **source** training masks (:class:`ShapePrior`); needs
-  ``source_masks``. Failed segmentations (fragments, a missing lung, a lung spilling out) break it. Its score adds
-  ``1e-3 * label_free`` (when the source validation pairs are given) to break the ties of this coarse share. Measured
-  as the criterion that best tracks target accuracy, on phantoms and on JSRT -> Montgomery
-  (``benchmarks/transfer_selection_study.py``, ``benchmarks/transfer_selection_real.py``; docs/results/transfer.md):
-  the only one that saw the real-data collapse of a long run. Alone it is too coarse for short runs: one image more
-  or less moves it by 1/(images x classes), so it can prefer the un-adapted start over a clearly better later model.
-* ``shape_cycle`` (default): the mean of ``shape_prior`` and ``label_free``, i.e. of shape plausibility and the two
-  cycle criteria with equal weight. A collapse (many implausible shapes) outweighs any cycle gain, while one image
-  more or less is outweighed by a clear cycle gain. Chosen by replaying the recorded criteria of every study run
-  above (docs/results/transfer.md, "A stopping rule for short and long runs"): it keeps shape_prior's picks on long
-  runs and fixes its false alarm on the CPU sweep's short 0% cell. Its limit, measured on held-out phantom seeds:
-  when the loop drifts while growing more self-consistent (without augmentation), every criterion here rises with
-  the drift and none can stop it; no label-free rule replaces a check on labelled target images.
-* ``kid``: minus the KID between G_BA(b) and source images (``translation.metrics.kid``): distribution match only.
-* ``labelled``: mean Dice of M_A(G_BA(b)) on the labelled target subset (f > 0 only; those are training images,
-  the only target labels a fraction grants).
+* ``shape_cycle`` (the default): the mean of ``shape_prior`` and ``label_free``: a collapse of shapes outweighs any
+  cycle gain, one image more or less is outweighed by a clear cycle gain.
+* ``shape_prior``: share of (target image, class) predictions of the view average whose number of connected
+  components and area lie in the range seen on the **source** training masks (:class:`ShapePrior`); its score adds
+  ``1e-3 * label_free`` (when the source validation pairs are given) to break the ties of this coarse share.
+* ``label_free``: the mean of ``source_cycle`` (Dice of M_A(G_BA(G_AB(a))) against y_a on the source validation
+  split) and ``cycle_agreement`` (Dice between M_A(G_BA(b)) and M_A(G_BA(G_AB(G_BA(b)))) on unlabelled target images).
 * ``paper_target_val``: mean Dice on the **full** target validation labels, the protocol of Oliveira & dos Santos
   (2018). It uses more target labels than a fraction grants and must be reported under this name.
 * ``last``: the last weights.
 
-Every criterion that can be computed is returned (and logged) whatever the rule; ``score`` is the rule's value.
+No rule reads a target test image; only ``paper_target_val`` reads target labels. Every criterion that can be
+computed is returned (and logged to TensorBoard) whatever the rule, so a study can replay other rules from a run's
+history: also ``source_dice``, ``view_agreement`` (M_A(G_BA(b)) against M_A(b)), ``consensus`` (each view against
+the view average), ``confidence`` (mean ``|2p - 1|``), ``labelled_dice`` (the labelled target subset) and
+``target_val_dice``.
 """
 
 from __future__ import annotations
@@ -52,7 +35,6 @@ from segmentation.metrics import confusion_counts, dice
 from transfer.config import SELECTION_RULES
 from transfer.prediction import predict_views
 from transfer.steps import from_translator, to_translator
-from translation.metrics import kid
 
 
 def mean_dice(pred: Tensor, target: Tensor) -> float:
@@ -71,8 +53,8 @@ class Selector:
         rule: one of :data:`transfer.config.SELECTION_RULES`.
         normalize: segmenter input normalisation of ``[0, 1]`` images.
         source_val: (images, masks) of the source validation split, for ``source_cycle``.
-        target_images: unlabelled target images (training/validation), for ``cycle_agreement`` and ``kid``.
-        labelled: (images, masks) of the labelled target subset, for ``labelled``.
+        target_images: unlabelled target images (training/validation), for ``cycle_agreement`` and the view criteria.
+        labelled: (images, masks) of the labelled target subset (logged as ``labelled_dice``; no rule reads it).
         target_val: (images, masks) of the full target validation split, for ``paper_target_val`` only.
         batch_size: images per forward pass.
         max_images: cap on the images of each set (evaluation cost on CPU).
@@ -93,9 +75,6 @@ class Selector:
                  views: Sequence[str] = ("translated", "direct", "translated_flip", "direct_flip")) -> None:
         if rule not in SELECTION_RULES:
             raise ValueError(f"expected selection rule in {SELECTION_RULES}, got {rule!r}")
-        needs = {"source_cycle": source_val, "cycle_agreement": target_images, "kid": target_images,
-                 "view_agreement": target_images, "consensus": target_images, "confidence": target_images,
-                 "labelled": labelled, "paper_target_val": target_val}
         if rule == "label_free" and (source_val is None or target_images is None):
             raise ValueError("expected source validation pairs and target images for selection 'label_free', got "
                              "None; pass both or choose another rule")
@@ -104,11 +83,9 @@ class Selector:
         if rule == "shape_cycle" and source_val is None:
             raise ValueError("expected source validation pairs for selection 'shape_cycle', got None; pass them or "
                              "choose 'shape_prior'")
-        if rule == "kid" and source_val is None:
-            raise ValueError("expected source validation images for selection 'kid', got None")
-        if rule in needs and needs[rule] is None:
-            hint = " (a fraction of 0 has no labelled subset: use 'label_free')" if rule == "labelled" else ""
-            raise ValueError(f"expected the data of selection rule {rule!r}, got None{hint}")
+        if rule == "paper_target_val" and target_val is None:
+            raise ValueError("expected the data of selection rule 'paper_target_val' (the target validation pairs), "
+                             "got None")
         self.rule = rule
         self.normalize = normalize
         self.batch_size = batch_size
@@ -140,10 +117,6 @@ class Selector:
             out["cycle_agreement"] = mean_dice(cycled, translated)
             out["view_agreement"] = mean_dice(translated, probs["direct"] > 0.5)
             out.update(self._view_criteria([probs[view] for view in self.views]))
-            if self.rule == "kid" and self.source_val is not None:
-                fake_a = self._translate_b2a(translator, b)
-                out["kid"] = float(kid(fake_a, to_translator(self.source_val[0]), subset_size=min(50, len(b)),
-                                       num_subsets=20)[0])
         if self.labelled is not None:
             x, y = self.labelled
             out["labelled_dice"] = mean_dice(self._target(self._segment(segmenter, x, translator, "b2a")) > 0,
@@ -162,20 +135,10 @@ class Selector:
         rule = self.rule
         if rule == "label_free":
             return _label_free(c)
-        if rule == "source_cycle":
-            return c["source_cycle"]
-        if rule == "cycle_agreement":
-            return c["cycle_agreement"]
         if rule == "shape_prior":  # share of plausible shapes is coarse: label_free (when known) breaks its ties
             return c["shape_prior"] + 1e-3 * (_label_free(c) if "source_cycle" in c else 0.0)
         if rule == "shape_cycle":
             return 0.5 * (c["shape_prior"] + _label_free(c))
-        if rule in ("view_agreement", "consensus", "confidence"):
-            return c[rule]
-        if rule == "kid":
-            return -c["kid"]
-        if rule == "labelled":
-            return c["labelled_dice"]
         if rule == "paper_target_val":
             return c["target_val_dice"]
         return math.inf  # "last": every evaluation ties and the latest one wins
@@ -193,11 +156,6 @@ class Selector:
         if self.shape_prior is not None:
             out["shape_prior"] = self.shape_prior.score(masks)
         return out
-
-    def _translate_b2a(self, translator: nn.Module, x: Tensor) -> Tensor:
-        device = next(translator.parameters()).device
-        return torch.cat([translator.b_to_a(to_translator(x[i:i + self.batch_size].to(device))).float().cpu()
-                          for i in range(0, len(x), self.batch_size)])
 
     def _segment(self, segmenter: nn.Module, x: Tensor, translator: nn.Module, path: str) -> Tensor:
         device = next(segmenter.parameters()).device

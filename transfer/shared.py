@@ -6,6 +6,9 @@ Layout under the sweep root ``out``::
     source_splits.json           source 80/20 train/val split
     source/s<seed>/segmenter.pt  M_A, trained once per seed and reused by every cell
     warmup/s<seed>_<key>.pt      the warmed-up translator, trained once per seed and reused by every fraction
+
+Under ``torchrun`` every rank runs the same code: rank 0 alone writes these files and decides from the ones that
+exist (``runtime.distributed.on_main``), and segmenters train on every rank at once (:func:`train_on_ranks`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
+from torch import Tensor, nn
 
 from runtime.config import config_to_dict
-from runtime.device import resolve_device
+from runtime.distributed import barrier, data_parallel, is_main_process, local_device, on_main, sync_from_main
 from runtime.preflight import (
     check_divisible,
     check_memory,
@@ -34,7 +38,8 @@ from segmentation.data.dataset import CXRData, load_dataset
 from segmentation.data.preprocessing import normalize
 from segmentation.data.splits import save_splits, split_ids
 from segmentation.inference import build_segmenter, load_segmenter, save_segmenter
-from transfer.baselines import segmentation_config, train_source_segmenter
+from segmentation.training import train_segmenter
+from transfer.baselines import segmentation_config
 from transfer.config import ExperimentConfig
 from transfer.orchestrator import TransferOrchestrator
 from transfer.protocol import fold_splits, target_splits
@@ -63,7 +68,7 @@ def check_experiment(exp: ExperimentConfig, transfer: bool = True) -> None:
     Raises:
         ValueError: one line naming the option and the fix.
     """
-    check_writable(exp.out, "--out")
+    on_main(lambda: check_writable(exp.out, "--out"))  # the probe is a write: rank 0's, its outcome everyone's
     segmenter = build_segmenter(segmentation_config(exp, 1, 1e-3, classes=exp.model_classes))
     check_divisible(exp.size, getattr(segmenter, "required_divisor", 1), "--size", exp.segmenter)
     if transfer:
@@ -102,11 +107,16 @@ def check_datasets(exp: ExperimentConfig, source: CXRData, target: CXRData) -> N
 
 def cell_splits(exp: ExperimentConfig, ids: Sequence[str], save: bool = True) -> dict[str, list[str]]:
     """The target train / val / test ids of the cell: its fold of ``exp.folds`` folds (assignment saved as
-    ``folds_k<k>.json``), or the single 60/20/20 split (``splits.json``), under the sweep root."""
-    root = Path(exp.out)
-    if exp.folds:
-        return fold_splits(ids, exp.folds, exp.fold, exp.split_seed, root / f"folds_k{exp.folds}.json" if save else None)
-    return target_splits(ids, exp.split_seed, root / "splits.json" if save else None)
+    ``folds_k<k>.json``), or the single 60/20/20 split (``splits.json``), under the sweep root (by rank 0, whose
+    split every rank takes)."""
+    path = Path(exp.out) / (f"folds_k{exp.folds}.json" if exp.folds else "splits.json")
+
+    def draw(saved: Path | None) -> dict[str, list[str]]:
+        if exp.folds:
+            return fold_splits(ids, exp.folds, exp.fold, exp.split_seed, saved)
+        return target_splits(ids, exp.split_seed, saved)
+
+    return on_main(lambda: draw(path)) if save else draw(None)
 
 
 def data_key(*parts: Iterable[str] | str | int) -> str:
@@ -116,7 +126,12 @@ def data_key(*parts: Iterable[str] | str | int) -> str:
 
 
 def source_splits(source: CXRData, exp: ExperimentConfig) -> dict[str, list[str]]:
-    """The 80/20 train/val split of the source ids (saved as ``source_splits.json`` under the sweep root)."""
+    """The 80/20 train/val split of the source ids (saved as ``source_splits.json`` under the sweep root by rank 0,
+    whose split every rank takes)."""
+    return on_main(lambda: _source_splits(source, exp))
+
+
+def _source_splits(source: CXRData, exp: ExperimentConfig) -> dict[str, list[str]]:
     path = Path(exp.out) / "source_splits.json"
     if path.is_file():
         splits = json.loads(path.read_text())
@@ -131,6 +146,10 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
                                                                                          SegmentationConfig]:
     """M_A for ``exp.seed``: loaded from ``out/source/s<seed>/segmenter.pt`` or trained on the source and saved.
 
+    Trained as ``transfer.baselines.train_source_segmenter`` trains it (seeded initial weights, best source-validation
+    Dice kept, resumable in ``source/s<seed>/run``), across the ranks under torchrun (:func:`train_on_ranks`); rank 0
+    saves it and the others wait for the file.
+
     Raises:
         ValueError: if a cached M_A was trained with another configuration (choose another --out).
     """
@@ -138,7 +157,7 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
     config = segmentation_config(exp, exp.source_iterations, exp.source_lr, augment=True, classes=exp.model_classes)
     folder = Path(exp.out) / "source" / f"s{exp.seed}"
     path = folder / "segmenter.pt"
-    if path.is_file():
+    if on_main(path.is_file):
         model, saved, _ = load_segmenter(path, map_location=device)
         mine, theirs = config_to_dict(config), config_to_dict(saved)
         different = sorted(k for k in mine if k not in ("device", "progress", "checkpoint_every")
@@ -150,9 +169,32 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
     train, val = source.subset(splits["train"]), source.subset(splits["val"]) if splits["val"] else None
     report_line(f"source M_A: training {exp.source_iterations} steps on {len(train)} images ({exp.segmenter}, "
                 f"{exp.size} px)")
-    model = train_source_segmenter(train, val, config, run_dir=folder / "run")
-    save_segmenter(model, path, config, {"source": exp.source, "train_ids": splits["train"]})
-    return model.to(device), config
+    torch.manual_seed(config.seed)
+    model = train_on_ranks(build_segmenter(config), train, val, config, folder / "run", device)
+    if is_main_process():
+        save_segmenter(model, path, config, {"source": exp.source, "train_ids": splits["train"]})
+    barrier()
+    return model, config
+
+
+def train_on_ranks(model: nn.Module, train: CXRData, val: CXRData | None, config: SegmentationConfig,
+                   run_dir: Path, device: torch.device, init_state: dict[str, Tensor] | None = None) -> nn.Module:
+    """:func:`segmentation.training.train_segmenter` of ``model`` on ``device``, resumable in ``run_dir``; under
+    torchrun on every rank at once.
+
+    With several ranks the model trains in ``DistributedDataParallel``: each rank takes its disjoint share of every
+    batch (``config.batch_size`` images per rank, so the global batch is that times the number of ranks), gradients
+    are averaged, rank 0 alone writes the run folder; at the end every rank holds rank 0's weights. With one process
+    this is exactly ``train_segmenter``.
+
+    Returns:
+        ``model`` itself (never the wrapper), holding the kept weights.
+    """
+    model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)  # before wrapping, so DDP's buckets see the final layout
+    train_segmenter(data_parallel(model), train, val, config, run_dir=run_dir, resume=True, init_state=init_state)
+    return sync_from_main(model)
 
 
 def transfer_config(exp: ExperimentConfig):  # noqa: ANN201 - a TransferConfig
@@ -191,8 +233,9 @@ def make_monitor(source_val: torch.Tensor, target_val: torch.Tensor, size: int, 
 
 
 def report_line(message: str) -> None:
-    """One line per evaluation on stderr when it is not a terminal (CI, log files); a terminal has the bar."""
-    if not sys.stderr.isatty():
+    """One line per evaluation on stderr when it is not a terminal (CI, log files); a terminal has the bar. Rank 0's
+    only under torchrun."""
+    if not sys.stderr.isatty() and is_main_process():
         print(message, file=sys.stderr, flush=True)
 
 
@@ -201,7 +244,7 @@ def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target:
     """Train (or find) what every cell of seed ``exp.seed`` shares: M_A and the warmed-up translator."""
     if source is None or target is None:
         source, target = load_cell_data(exp)
-    device = resolve_device(exp.device)
+    device = local_device(exp.device)
     seed_everything(exp.seed)
     model, _ = source_model(exp, source, device)
     if not warm_up:
@@ -217,3 +260,4 @@ def prepare_shared(exp: ExperimentConfig, source: CXRData | None = None, target:
                                                      exp.seed), report=report_line,
                                 show_progress=sys.stderr.isatty())
     orch.warm_up(src.images, tgt.images, cache=path, key=key)
+    barrier()  # rank 0 wrote the cache that every rank's cells read

@@ -99,7 +99,7 @@ def discriminative_step(translator: nn.Module, a: Tensor, b: Tensor,
 
 
 def generative_step(translator: nn.Module, a: Tensor, b: Tensor,
-                    optimizer: torch.optim.Optimizer | None = None, *, weight: float = 1.0, amp: bool = True,
+                    optimizer: torch.optim.Optimizer | None = None, *, amp: bool = True,
                     grad_clip: float = 0.0) -> dict[str, Tensor]:
     """One update of G_AB and G_BA against frozen discriminators (adversarial + cycle / identity terms).
 
@@ -108,12 +108,11 @@ def generative_step(translator: nn.Module, a: Tensor, b: Tensor,
         a: source images in ``[0, 1]``.
         b: target images in ``[0, 1]``.
         optimizer: optimizer over the generator parameters; None computes gradients without stepping.
-        weight: scale of the total generator loss.
         amp: bf16 autocast on CUDA.
         grad_clip: max gradient norm (0 disables it).
 
     Returns:
-        The translator's generator losses, detached, with ``"loss"`` (unscaled by ``weight``).
+        The translator's generator losses, detached, with ``"loss"``.
 
     Shape:
         a: ``[B, C, H, W]``; b: ``[B', C, H, W]``.
@@ -124,7 +123,7 @@ def generative_step(translator: nn.Module, a: Tensor, b: Tensor,
     _zero(g_params)
     with frozen(d_params), autocast(a.device, amp):
         losses = model.generator_losses(to_translator(a), to_translator(b))
-    (weight * _check_loss_dict(losses, "generator_losses").float()).backward()
+    _check_loss_dict(losses, "generator_losses").float().backward()
     _step([optimizer], g_params, grad_clip)
     return _detached(losses)
 
@@ -160,8 +159,6 @@ class SupervisedWeights:
     cycle: float = 1.0
     target: float = 1.0
     pseudo: float = 0.5
-    translated: float = 0.0
-    target_direct: float = 0.0
 
 
 def segment_translated(segmenter: nn.Module, translated: Tensor, normalize: Normalizer) -> Tensor:
@@ -178,11 +175,7 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
     Terms (each present only when its weight is > 0 and its inputs are given):
     ``source`` = L(M_A(a), y_a); ``cycle`` = L(M_A(G_BA(G_AB(a))), y_a), which reaches both generators;
     ``target`` = L(M_A(G_BA(b)), y_b) on labelled target pairs, which reaches G_BA; ``pseudo`` = pixel-weighted BCE
-    of M_A(G_BA(b)) against confident pseudo-labels; ``translated`` = L(M_A(G_AB(a)), y_a), source images in target
-    style with their source labels (not in the paper; the task loss of CyCADA, Hoffman et al. 2018), which teaches
-    M_A the target's appearance for the direct view M_A(b) and reaches G_AB; ``target_direct`` = L(M_A(b), y_b) on the
-    labelled target pairs without translation (not in the paper: it trains the direct prediction views, as fine-tuning
-    does). ``loss`` is their weighted sum.
+    of M_A(G_BA(b)) against confident pseudo-labels (not in the paper). ``loss`` is their weighted sum.
 
     Args:
         translator: a ``translation.base.Translator`` (``a_to_b``, ``b_to_a``).
@@ -196,8 +189,7 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
         grad_clip: max gradient norm over segmenter and generator parameters (0 disables it).
 
     Returns:
-        Detached losses ``source``, ``cycle``, ``target``, ``pseudo``, ``translated``, ``target_direct`` (those
-        computed) and ``loss``.
+        Detached losses ``source``, ``cycle``, ``target``, ``pseudo`` (those computed) and ``loss``.
 
     Raises:
         ValueError: if no term is active (all weights 0 or inputs missing), or labels are given without images.
@@ -222,19 +214,11 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
             cycled = model.b_to_a(model.a_to_b(to_translator(batch.a)))
             losses["cycle"] = loss_fn(segment_translated(segmenter, cycled, normalize).float(), batch.y_a)
             terms.append(weights.cycle * losses["cycle"])
-        if weights.translated > 0:
-            styled = model.a_to_b(to_translator(batch.a))
-            losses["translated"] = loss_fn(segment_translated(segmenter, styled, normalize).float(), batch.y_a)
-            terms.append(weights.translated * losses["translated"])
         if weights.target > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
             translated = model.b_to_a(to_translator(batch.b_labelled))
             logits_b = segment_translated(segmenter, translated, normalize).float()
             losses["target"] = loss_fn(_channels(logits_b, batch.target_channels), batch.y_b)
             terms.append(weights.target * losses["target"])
-        if weights.target_direct > 0 and batch.b_labelled is not None and len(batch.b_labelled) > 0:
-            logits_b = segmenter(normalize(batch.b_labelled)).float()
-            losses["target_direct"] = loss_fn(_channels(logits_b, batch.target_channels), batch.y_b)
-            terms.append(weights.target_direct * losses["target_direct"])
         if weights.pseudo > 0 and batch.b_unlabelled is not None and batch.pseudo is not None:
             translated = model.b_to_a(to_translator(batch.b_unlabelled))
             logits = segment_translated(segmenter, translated, normalize).float()

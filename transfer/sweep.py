@@ -9,6 +9,8 @@ A killed sweep resumes without recomputing: cells listed in ``results.jsonl`` ar
 key holds a hash of the settings its method reads and of the data, so a sweep rerun with other settings into the
 same ``out`` computes new cells instead of mixing old results in. With ``jobs > 1`` cells run as subprocesses
 (``python -m transfer.sweep --cell CONFIG``), several at once on one GPU; only the parent writes ``results.jsonl``.
+Under ``torchrun`` the cells run one after another, each across every rank (:func:`transfer.cell.run_cell`); rank 0
+alone writes and logs.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from runtime.config import load_config, save_config
+from runtime.distributed import init_distributed, is_main_process, launched_by_torchrun, on_main
 from segmentation.data.dataset import CXRData
-from transfer.cell import cell_dir, cell_key, run_cell
+from transfer.cell import cell_dir, cell_key, check_distributed, run_cell
 from transfer.config import ExperimentConfig
 from transfer.methods import get_method
 from transfer.results import RESULTS, append_result, read_results
@@ -86,8 +89,9 @@ def _run_subprocess(exp: ExperimentConfig) -> dict[str, Any]:
 
 
 def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
-              jobs: int = 1, folds: Sequence[int] | None = None, runner: Callable[[ExperimentConfig], dict[str, Any]] | None = None,
-              prepare: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              jobs: int = 1, folds: Sequence[int] | None = None,
+              runner: Callable[[ExperimentConfig], dict[str, Any]] | None = None, prepare: bool = True,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every unfinished cell of the grid and append each result to ``out/results.jsonl``.
 
     Args:
@@ -98,27 +102,36 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
         runner: runs one cell in-process (default :func:`run_cell`, with the datasets loaded once); tests inject
             a counting runner.
         prepare: first train the shared M_A and warmed-up translator of each seed (so parallel cells do not race).
-        log: progress messages.
+        log: progress messages (rank 0's only under torchrun).
 
     Returns:
         The rows of ``results.jsonl`` for the cells of this grid.
 
     Raises:
-        ValueError: if ``jobs < 1``.
+        ValueError: if ``jobs < 1``, or under torchrun for ``jobs > 1`` or a method that does not run there.
     """
     if jobs < 1:
         raise ValueError(f"expected jobs >= 1, got {jobs}")
+    check_distributed(methods)  # before joining the group: nothing is written, no rank waits for another
+    if launched_by_torchrun() and jobs > 1:
+        raise ValueError(f"expected --jobs 1 under torchrun (each cell runs across the ranks), got {jobs}; drop --jobs "
+                         "or start the sweep as one process")
+    if launched_by_torchrun():
+        init_distributed(base.device)  # idempotent: the CLI has usually joined the group already
+    if not is_main_process():
+        log = _silent
     out = Path(base.out)
     results_path = out / RESULTS
     cells = grid(base, methods, fractions, seeds, folds)
-    finished = {r["key"] for r in read_results(results_path)}
+    finished = {r["key"] for r in on_main(lambda: read_results(results_path))}
     todo = [c for c in cells if cell_key(c) not in finished]
     data: list[CXRData] = []
     if runner is None and todo:  # everything checkable is checked before anything is written
         check_experiment(base, any(get_method(c.method).translator for c in todo))
         data.extend(load_cell_data(base))
         check_datasets(base, *data)
-    out.mkdir(parents=True, exist_ok=True)
+    if is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
     log(f"sweep: {len(cells)} cells, {len(cells) - len(todo)} already finished, {len(todo)} to run")
     if runner is None:
         runner = (lambda exp: run_cell(exp, *data)) if jobs == 1 else _run_subprocess
@@ -136,7 +149,8 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
         row = runner(exp)
         row = {k: v for k, v in row.items() if k != "history"}
         with lock:
-            append_result(results_path, row)
+            if is_main_process():
+                append_result(results_path, row)
             done[0] += 1
             eta = (time.perf_counter() - started) / done[0] * (len(todo) - done[0])
             log(f"  [{done[0]}/{len(todo)}] {cell_key(exp)}: jaccard {row.get('jaccard', float('nan')):.4f} "
@@ -150,7 +164,11 @@ def run_sweep(base: ExperimentConfig, methods: Sequence[str], fractions: Sequenc
             for future in [pool.submit(one, exp) for exp in todo]:
                 future.result()
     keys = {cell_key(c) for c in cells}
-    return [r for r in read_results(results_path) if r["key"] in keys]
+    return [r for r in on_main(lambda: read_results(results_path)) if r["key"] in keys]
+
+
+def _silent(_message: str) -> None:
+    """The log of ranks other than 0."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

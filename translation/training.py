@@ -45,6 +45,7 @@ from runtime import (
     get_rng_state,
     get_world_size,
     is_main_process,
+    keep_latest,
     latest_checkpoint,
     load_checkpoint,
     progress,
@@ -399,14 +400,9 @@ class _Trainer:
         return sorted(files, key=lambda p: int(p.name.split("_")[1].split(".")[0]), reverse=True)
 
     def prune(self) -> None:
-        files = self.checkpoints()
-        keep = set(files[: self.config.keep_checkpoints])
-        good = self.checkpoints(good_only=True)
-        if good:
-            keep.add(good[0])
-        for path in files:
-            if path not in keep:
-                path.unlink(missing_ok=True)
+        """Keep the newest ``keep_checkpoints`` checkpoints and the newest healthy one (for a rollback)."""
+        keep_latest(self.ckpt_dir, "step_*.pt", self.config.keep_checkpoints,
+                    also_keep=self.checkpoints(good_only=True)[:1])
 
     def restore(self, path: Path, full: bool = True) -> None:
         """Load a checkpoint; ``full=False`` (a rollback) keeps the guard's counters and the rollback list."""

@@ -9,8 +9,8 @@ from typing import Any, Callable
 import click
 
 from runtime.config import config_from_dict
-from runtime.distributed import launched_by_torchrun
-from transfer.config import PAPER_FRACTIONS, ExperimentConfig, TransferConfig
+from runtime.distributed import close_distributed, is_main_process
+from transfer.config import PAPER_FRACTIONS, ExperimentConfig, TransferConfig, without_removed
 from transfer.methods import METHODS, get_method
 
 
@@ -141,7 +141,7 @@ def build_config(method: str | None, fraction: float | None, seed: int | None, o
                                      f"set \"{required}\" in --config", param_hint=f"--{required}")
     data.setdefault("out", "runs/sweep")
     try:
-        config = config_from_dict(ExperimentConfig, data)
+        config = config_from_dict(ExperimentConfig, without_removed(data))  # a pre-clean-up config.json too
         config = config.replace(transfer=config.transfer.replace(seed=config.seed))
         method_spec = get_method(config.method)
     except (ValueError, TypeError) as err:
@@ -192,11 +192,12 @@ def run(method: str, fraction: float, seed: int | None, fold: int | None, **opts
     if opts["dry_run"]:
         _print_config(config)
         return
-    _refuse_torchrun("run")
     from transfer.sweep import run_sweep
 
     rows = run_sweep(config, [config.method], [config.fraction], [config.seed], folds=[config.fold],
                      log=click.echo)
+    if not _leave_ranks():
+        return
     for row in rows:
         click.echo(f"{row['key']}: jaccard {100 * row['jaccard']:.2f} +- {100 * row['jaccard_std']:.2f}, "
                    f"dice {100 * row['dice']:.2f} ({row['seconds']:.1f} s)")
@@ -220,13 +221,13 @@ def sweep(methods: tuple[str, ...], fractions: tuple[float, ...], seeds: tuple[i
       cxr-transfer experiment sweep --source data/jsrt --target data/montgomery --seeds 0,1,2 --jobs 4
       cxr-transfer experiment sweep --source A --target B --size 128 --preset tiny --fractions 0,0.05,1
       cxr-transfer experiment sweep --source A --target B --folds 5 --seeds 0,1,2    # every target image tested once
+      torchrun --nproc_per_node 4 -m experiments experiment sweep --source A --target B --methods finetune,scratch
     """
     base = build_config(None, None, None, opts)  # the grid sets method, fraction and seed of each cell
     if opts["dry_run"]:
         _print_config(base, {"methods": list(methods), "fractions": list(fractions), "seeds": list(seeds),
                              "jobs": jobs})
         return
-    _refuse_torchrun("sweep")
     import time
 
     from transfer.report import write_report
@@ -234,17 +235,18 @@ def sweep(methods: tuple[str, ...], fractions: tuple[float, ...], seeds: tuple[i
 
     start = time.perf_counter()
     rows = run_sweep(base, methods, fractions, seeds, jobs=jobs, log=click.echo)
+    if not _leave_ranks():
+        return
     click.echo(f"sweep finished: {len(rows)} cells in {time.perf_counter() - start:.1f} s")
     paths = write_report(base.out)
     click.echo(Path(paths["markdown"]).read_text())
 
 
-def _refuse_torchrun(command: str) -> None:
-    """Cells are not yet split across ranks: under torchrun every rank would train and write the same cell."""
-    if launched_by_torchrun():
-        raise click.ClickException(f"experiment {command} does not run under torchrun yet (every rank would write the "
-                                   "same cell); start it as one process, and use experiment sweep --jobs N to run "
-                                   "cells side by side")
+def _leave_ranks() -> bool:
+    """Leave the process group (when there is one); True on the rank that reports (rank 0, or the only process)."""
+    main = is_main_process()
+    close_distributed()
+    return main
 
 
 @experiment.command(name="report")

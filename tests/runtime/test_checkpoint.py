@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import get_rng_state, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything, set_rng_state
+from runtime import (get_rng_state, keep_latest, latest_checkpoint, load_checkpoint, save_checkpoint, seed_everything,
+                     set_rng_state)
 
 
 def test_latest_checkpoint_picks_largest_step(tmp_path):
@@ -15,6 +16,23 @@ def test_latest_checkpoint_picks_largest_step(tmp_path):
         save_checkpoint(tmp_path / f"step_{step:06d}.pt", {"step": step})
     assert load_checkpoint(latest_checkpoint(tmp_path))["step"] == 100
     assert latest_checkpoint(tmp_path / "missing") is None
+
+
+def test_keep_latest_rotates_by_step_and_spares_what_it_is_told(tmp_path):
+    for step in (5, 100, 20, 7):
+        save_checkpoint(tmp_path / f"iter_{step:07d}.pt", {"step": step})
+    (tmp_path / "step_3.suspect.pt").write_bytes(b"")
+    (tmp_path / "step_1.pt").write_bytes(b"")
+    (tmp_path / ".iter_0000200.pt.tmp").write_bytes(b"")  # an atomic write in progress
+    assert keep_latest(tmp_path, "iter_*.pt", keep=2) == [tmp_path / "iter_0000100.pt", tmp_path / "iter_0000020.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".iter_0000200.pt.tmp", "iter_0000020.pt",
+                                                          "iter_0000100.pt", "step_1.pt", "step_3.suspect.pt"]
+    kept = keep_latest(tmp_path, "step_*.pt", keep=1, also_keep=[tmp_path / "step_1.pt"])  # the newest is suspect
+    assert kept == [tmp_path / "step_3.suspect.pt", tmp_path / "step_1.pt"]
+    assert keep_latest(tmp_path, "iter_*.pt", keep=0) == [] and not list(tmp_path.glob("iter_*.pt"))
+    assert keep_latest(tmp_path / "missing", "*.pt", keep=1) == []
+    with pytest.raises(ValueError, match="expected keep >= 0, got -1"):
+        keep_latest(tmp_path, "*.pt", keep=-1)
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path):

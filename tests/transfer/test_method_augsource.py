@@ -101,9 +101,11 @@ def test_runs_in_a_sweep_once_per_seed_without_reading_a_target_label(folders, t
 def test_beats_source_only_on_held_out_domain_b(learning_folders, tmp_path):
     """Measured (seed 0, 300 source iterations, 12 held-out b test images neither model saw): source-only Jaccard
     0.558 / Dice 0.678, augsource 0.641 / 0.746 (+0.083 Jaccard). Over seeds 0-5 augsource won at every seed
-    (+0.01 to +0.19 Jaccard, mean +0.09); the margin asserted, 0.04, is half the measured gain."""
+    (+0.01 to +0.19 Jaccard, mean +0.09). Since the decoded cache stores 16-bit grey levels (2026-12-02), seed 0's
+    source-only model trains to 0.601 (augsource still 0.641, +0.040): the Jaccard margin asserted is half that gain,
+    the Dice margin halved with it."""
     base = ExperimentConfig(source=str(learning_folders / "a40"), target=str(learning_folders / "b60"),
                             out=str(tmp_path), **LEARN)
     rows = {r["method"]: r for r in run_sweep(base, ("source_only", "augsource"), (0.0,), (0,), log=lambda m: None)}
-    assert rows["augsource"]["jaccard"] > rows["source_only"]["jaccard"] + 0.04
-    assert rows["augsource"]["dice"] > rows["source_only"]["dice"] + 0.03
+    assert rows["augsource"]["jaccard"] > rows["source_only"]["jaccard"] + 0.02, rows
+    assert rows["augsource"]["dice"] > rows["source_only"]["dice"] + 0.015, rows

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from transfer.cell import cell_dir, cell_key, run_cell
 from transfer.config import ExperimentConfig
@@ -142,38 +141,3 @@ def test_source_with_more_classes_scores_target_classes_and_draws_overlays(tmp_p
     paper = base.replace(out=str(tmp_path / "paper"), transfer=base.transfer.replace(predict_views=("translated",)))
     (row,) = run_sweep(paper, ("transfer",), (0.0,), (0,), log=lambda m: None)
     assert row["views"]["paper"] == pytest.approx(row["jaccard"])
-
-
-def test_finetune_initialised_transfer_starts_from_the_fine_tuned_model(tmp_path, monkeypatch):
-    # segmenter_init="finetune": at f > 0 the loop starts from the fine-tuning baseline's model (same settings, so the
-    # same weights as the finetune cell); at f = 0 nothing changes.
-    from segmentation.data.phantoms import write_phantom_dataset
-    from transfer import sweep as sweep_module
-    from transfer.methods import transfer as transfer_method
-    from transfer.config import TransferConfig
-
-    write_phantom_dataset(tmp_path / "a", 10, 32, "a", 0)
-    write_phantom_dataset(tmp_path / "b", 15, 32, "b", 1)
-    transfer = TransferConfig(iterations=1, warmup_iterations=1, steps_per_epoch=1, batch_size=2,
-                              segmenter_init="finetune")
-    base = ExperimentConfig(source=str(tmp_path / "a"), target=str(tmp_path / "b"), out=str(tmp_path / "sweep"),
-                            size=32, segmenter_kwargs={"depth": 2, "base_channels": 4}, translator_preset="tiny",
-                            source_iterations=2, finetune_iterations=2, device="cpu", transfer=transfer)
-    started = []
-    real = transfer_method.TransferOrchestrator
-
-    def spy(translator, segmenter, *args, **kwargs):
-        started.append({k: v.clone() for k, v in segmenter.state_dict().items()})
-        return real(translator, segmenter, *args, **kwargs)
-
-    monkeypatch.setattr(transfer_method, "TransferOrchestrator", spy)
-    sweep_module.run_sweep(base, ("transfer", "finetune"), (0.0, 0.3), (0,), log=lambda m: None)
-    from segmentation.training import load_segmenter
-
-    source, _, _ = load_segmenter(tmp_path / "sweep" / "source" / "s0" / "segmenter.pt")
-    at_zero, at_f = started
-    assert all(torch.equal(at_zero[k], v) for k, v in source.state_dict().items())  # 0%: M_A itself
-    assert not all(torch.equal(at_f[k], v) for k, v in source.state_dict().items())  # f > 0: fine-tuned first
-    assert (cell_dir(base.replace(fraction=0.3)) / "init_finetune").is_dir()
-    with pytest.raises(ValueError, match="fine-tune initialisation needs the same classes"):
-        ExperimentConfig(classes=("lungs",), source_classes=("lungs", "heart"), transfer=transfer)

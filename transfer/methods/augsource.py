@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from runtime.distributed import data_parallel, sync_from_main
 from segmentation.config import SegmentationConfig
 from segmentation.data.augmentation import AppearanceAugmenter
 from segmentation.data.dataset import CXRData
@@ -85,10 +86,12 @@ def train_with_appearance(model: nn.Module, train: CXRData, val: CXRData | None,
     is removed on return: validation and prediction see the images as they are, the weights and checkpoints are
     those of a plain segmenter. Randomness should come from the global torch generator, which ``train_segmenter``
     seeds with ``config.seed`` and saves in ``checkpoints/last.pt``, so a resumed run ends with the weights of an
-    uninterrupted one.
+    uninterrupted one. Inside a process group of several ranks (torchrun) the model trains in
+    ``DistributedDataParallel`` (``runtime.distributed.data_parallel``: each rank its share of every batch, gradients
+    averaged, rank 0 alone writes) and ends with rank 0's weights on every rank.
 
     Args:
-        model: the segmenter (built by the caller).
+        model: the segmenter (built by the caller, on this rank's device).
         train / val: source data with masks of ``config.classes`` (``val`` None keeps the last weights).
         config: the training; with ``normalization="dataset"`` and no ``norm_stats`` they are computed from
             ``train`` first, as ``train_segmenter`` would.
@@ -110,12 +113,14 @@ def train_with_appearance(model: nn.Module, train: CXRData, val: CXRData | None,
             out = normalize(appearance(_to_unit(x.float(), config)), config.normalization, stats=config.norm_stats)
         return (out.to(x.dtype), *args[1:])
 
-    handle = model.register_forward_pre_hook(hook)
+    handle = model.register_forward_pre_hook(hook)  # on the module itself: a DDP wrapper calls it
     try:
-        return train_segmenter(model, train, val, config, run_dir=run_dir, resume=run_dir is not None,
-                               init_state=init_state)
+        result = train_segmenter(data_parallel(model), train, val, config, run_dir=run_dir,
+                                 resume=run_dir is not None, init_state=init_state)
     finally:
         handle.remove()
+    sync_from_main(model)
+    return result
 
 
 def train_source(ctx: CellContext, appearance: nn.Module) -> tuple[nn.Module, SegmentationConfig]:

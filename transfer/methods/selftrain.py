@@ -3,8 +3,8 @@
 At CPU scale the transfer default's gain at 0% labels is matched by M_A trained as long inside the loop without the
 translation terms (docs/RESULTS.md); this method is that control as a first-class, fairly budgeted method. It is
 the transfer loop with the translator replaced by the identity: :class:`transfer.orchestrator.TransferOrchestrator`
-runs with no warm-up, no discriminative or generative step and no translation term, so its supervised step trains
-the student M_A on
+runs with the translator fixed (``train_translator=False``: no warm-up, no discriminative or generative step) and no
+translation term, so its supervised step trains the student M_A on
 
 * the source pairs (a, y_a), augmented (``TransferConfig.augment``);
 * the labelled target pairs (b, y_b) when the fraction is above 0, augmented;
@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from runtime.distributed import is_main_process
 from runtime.store import head_rows
 from segmentation.data.dataset import CXRData
 from segmentation.inference import save_segmenter
@@ -59,13 +60,12 @@ NAME = "selftrain"
 ADAPTED_SEGMENTER = "segmenter.pt"
 #: the prediction and pseudo-label views without a translator (M_A(b) and its flip)
 DIRECT_VIEWS = ("direct", "direct_flip")
-#: selection rules that mean something under the identity translator (``cycle_agreement``, ``view_agreement`` and
-#: ``kid`` are constant there; ``labelled`` needs labels at every fraction, ``paper_target_val`` the validation masks)
-RULES = ("shape_cycle", "shape_prior", "label_free", "source_cycle", "consensus", "confidence", "last")
+#: selection rules that need no translator and no target label (``paper_target_val`` reads the validation masks)
+RULES = ("shape_cycle", "shape_prior", "label_free", "last")
 #: the ``exp.transfer`` fields the loop inherits (the transfer loop's budget and self-training settings)
 LOOP_FIELDS = ("iterations", "steps_per_epoch", "batch_size", "lr_segmenter", "betas", "weight_source", "weight_pseudo",
-               "pseudo_threshold", "pseudo_start", "ema_decay", "selection", "grad_clip", "snapshots", "select_start",
-               "pseudo_filter", "augment", "pseudo_teacher", "log_every")
+               "pseudo_threshold", "pseudo_start", "ema_decay", "selection", "grad_clip", "select_start", "augment",
+               "pseudo_teacher", "log_every")
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,8 @@ class IdentityTranslator(nn.Module):
     """The translator interface as the identity: G_AB(x) = G_BA(x) = x, nothing to train.
 
     The orchestrator builds an Adam optimizer over each parameter group, and Adam refuses an empty list, so both
-    groups hold one placeholder parameter that no loss reaches. The translator losses are refused: a loop with this
-    translator runs no warm-up, discriminative or generative step.
+    groups hold one placeholder parameter that no loss reaches. The translator losses are refused: the loop runs with
+    ``train_translator=False`` (no warm-up, discriminative or generative step).
     """
 
     name = "identity"
@@ -136,17 +136,17 @@ class IdentityTranslator(nn.Module):
         return [self.placeholder]
 
     def generator_losses(self, a: Tensor, b: Tensor, fakes: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
-        raise ValueError("expected no generative step with the identity translator, got one; set n_generative=0 "
-                         "and warmup_iterations=0")
+        raise ValueError("expected no generative step with the identity translator, got one; run the "
+                         "orchestrator with train_translator=False")
 
     def discriminator_losses(self, a: Tensor, b: Tensor, fakes: dict[str, Tensor] | None = None
                              ) -> dict[str, Tensor]:
-        raise ValueError("expected no discriminative step with the identity translator, got one; set "
-                         "n_discriminative=0 and warmup_iterations=0")
+        raise ValueError("expected no discriminative step with the identity translator, got one; run the "
+                         "orchestrator with train_translator=False")
 
 
 def selftrain_config(exp: ExperimentConfig, options: SelftrainOptions) -> TransferConfig:
-    """The transfer loop's settings (:data:`LOOP_FIELDS`) with ``options`` on top and every translator part off.
+    """The transfer loop's settings (:data:`LOOP_FIELDS`) with ``options`` on top and every translation term off.
 
     Raises:
         ValueError: when the inherited selection rule needs a translator or target labels (set ``selection``).
@@ -161,11 +161,9 @@ def selftrain_config(exp: ExperimentConfig, options: SelftrainOptions) -> Transf
         raise ValueError(f"expected a selection rule in {RULES} for {NAME} (the transfer loop's "
                          f"{loop['selection']!r} needs a translator or target labels), got {loop['selection']!r}; "
                          f"set method_options.{NAME}.selection")
-    return TransferConfig(**loop, warmup_iterations=0, n_discriminative=0, n_generative=0, n_supervised=1,
-                          weight_cycle=0.0, weight_translated=0.0, weight_target=options.weight_labelled,
-                          weight_target_direct=0.0, generator_supervision=False, predict_views=DIRECT_VIEWS,
-                          pseudo_views=DIRECT_VIEWS, loss=exp.transfer.loss, normalize_mode=exp.transfer.normalize_mode,
-                          amp=exp.transfer.amp, seed=exp.seed)
+    return TransferConfig(**loop, warmup_iterations=0, weight_cycle=0.0, weight_target=options.weight_labelled,
+                          predict_views=DIRECT_VIEWS, pseudo_views=DIRECT_VIEWS, loss=exp.transfer.loss,
+                          normalize_mode=exp.transfer.normalize_mode, amp=exp.transfer.amp, seed=exp.seed)
 
 
 def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, source: CXRData,
@@ -195,7 +193,7 @@ def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, sourc
     overlay = pairs if pairs is not None else (ctx.target_val.images, None)  # ground truth only where labels exist
     orch = TransferOrchestrator(IdentityTranslator().to(ctx.device), copy.deepcopy(start).to(ctx.device), config,
                                 normalize=norm, run_dir=run_dir, target_channels=target_channels, overlay=overlay,
-                                show_progress=sys.stderr.isatty(), report=report_line)
+                                show_progress=sys.stderr.isatty(), report=report_line, train_translator=False)
     fit = orch.fit(train.images, train.masks, pool, pairs, selector, resume=True)
     return orch, fit
 
@@ -219,8 +217,9 @@ def run(ctx: CellContext) -> MethodOutput:
     channels = index if tuple(exp.model_classes) != tuple(exp.classes) else None
     orch, fit = self_train(ctx, config, ctx.m_a_full, ctx.source_full, ctx.labelled, ctx.target.unlabelled_images(),
                            ctx.run, target_channels=channels)
-    save_segmenter(orch.ema_segmenter.module, ctx.run / ADAPTED_SEGMENTER, ctx.full_config,
-                   {"adapted": True, "method": NAME, "target": exp.target, "input": "M_A(b)"})
+    if is_main_process():
+        save_segmenter(orch.ema_segmenter.module, ctx.run / ADAPTED_SEGMENTER, ctx.full_config,
+                       {"adapted": True, "method": NAME, "target": exp.target, "input": "M_A(b)"})
     full = None
     if channels is not None:
         norm = normalizer(exp)

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
+from runtime.distributed import is_main_process
 from runtime.store import head_rows
 from segmentation.config import SegmentationConfig
 from segmentation.data.preprocessing import normalize
 from segmentation.inference import save_segmenter
-from transfer.baselines import fine_tune
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods.base import (
     CellContext,
@@ -28,7 +28,6 @@ from transfer.methods.base import (
     mean_jaccard,
     score,
 )
-from transfer.methods.finetune import finetune_config
 from transfer.orchestrator import TransferOrchestrator
 from transfer.prediction import predict_views
 from transfer.selection import MAX_IMAGES, Selector
@@ -45,7 +44,7 @@ ADAPTED_TRANSLATOR = "translator.pt"
 ADAPTED_SEGMENTER = "segmenter.pt"
 #: other prediction views reported beside a transfer cell's result (never used to select)
 VIEW_SCORES = {"paper": ("translated",), "direct": ("direct",), "direct_flip": ("direct", "direct_flip")}
-OPTIONS = ("transfer", "translator", "translator_preset", "translator_kwargs", "finetune_iterations", "finetune_lr")
+OPTIONS = ("transfer", "translator", "translator_preset", "translator_kwargs")
 
 
 def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
@@ -59,10 +58,7 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
     config = config.replace(seed=exp.seed)
     index = ctx.class_index
     channels = index if tuple(exp.model_classes) != tuple(exp.classes) else None
-    start_model = ctx.m_a_full
     labelled_data = ctx.labelled
-    if config.segmenter_init == "finetune" and labelled_data is not None:  # same classes: ExperimentConfig checks it
-        start_model = fine_tune(ctx.m_a, labelled_data, finetune_config(exp), run_dir=run / "init_finetune")
     src_train = ctx.source_full.subset(ctx.source_split["train"])
     src_val = ctx.source_full.subset(ctx.source_split["val"])
     labelled = (labelled_data.images, labelled_data.masks) if labelled_data is not None else None
@@ -77,12 +73,13 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
     monitor = make_monitor(src_val.images, ctx.target_val.images, exp.size, exp.seed)
     overlay = (labelled_data.images, labelled_data.masks) if labelled_data is not None else (
         ctx.target_val.images, None)  # ground truth only where labels may be read: never at 0%
-    orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(start_model).to(device), config,
+    orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(ctx.m_a_full).to(device), config,
                                 normalize=norm, run_dir=run, target_channels=channels, monitor=monitor,
                                 overlay=overlay, show_progress=sys.stderr.isatty(), report=report_line)
     fit = orch.fit(src_train.images, src_train.masks, unlabelled, labelled, selector, warmup_cache=path,
                    warmup_key=key, resume=True)
-    save_adapted(run, orch, exp, ctx.full_config)
+    if is_main_process():
+        save_adapted(run, orch, exp, ctx.full_config)
 
     def views(names: tuple[str, ...] | None) -> Predictor:
         return lambda images: torch.sigmoid(orch.predict(images, views=names)[:, index])
