@@ -800,7 +800,7 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
     """
     from PIL import Image
 
-    from segmentation.data.io import read_image, write_png
+    from segmentation.data.io import read_image, to_unit, write_png
 
     out = Path(out_dir)
     batch_size = batch_size or config.eval_batch_size
@@ -834,8 +834,7 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
         originals = []
         for path in chunk:
             array = read_image(path)
-            top = 65535.0 if array.dtype == np.uint16 else 255.0
-            originals.append(torch.from_numpy(array.astype(np.float32) / top)[None, None])
+            originals.append(torch.from_numpy(to_unit(array))[None, None])
         small = torch.cat([resize_images(img, config.size) for img in originals])
         probs = predict_probabilities(models, small, config)
         for path, image, p in zip(chunk, originals, probs):

@@ -12,7 +12,7 @@ from torch import nn
 
 from runtime.device import resolve_device
 from segmentation.config import SegmentationConfig
-from segmentation.data.io import IMAGE_SUFFIXES, read_image, write_png
+from segmentation.data.io import IMAGE_SUFFIXES, read_image, to_unit, write_png
 from segmentation.data.preprocessing import normalize
 from segmentation.inference import load_segmenter, probabilities_to_masks, resize_images
 from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
@@ -64,8 +64,7 @@ def predict_folder(model_dir: str | os.PathLike, images: str | os.PathLike, out:
     shown_images, shown_masks = [], []
     for path in paths:
         array = read_image(path)
-        scale = 65535.0 if array.dtype == np.uint16 else 255.0
-        image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
+        image = torch.from_numpy(to_unit(array))[None, None]
         x = resize_images(image, config.size).to(dev)
         probs = predict_views(translator, segmenter, x, lambda t: normalize(t, config.normalization), views)
         probs = resize_images(probs.cpu(), tuple(image.shape[-2:])).clamp(0, 1)

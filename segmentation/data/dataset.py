@@ -34,7 +34,7 @@ from torch import Tensor
 from runtime.store import DiskArray, is_stored, take_rows
 from runtime.preflight import check_disk, check_memory, dataset_bytes
 from segmentation.data.cache import CHUNK, Source, cache_bytes, cache_root, open_cache, read_all
-from segmentation.data.io import DataError, read_image
+from segmentation.data.io import DataError, read_image, to_unit
 
 ORGANS: tuple[str, ...] = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
 """The five SCR organs; left and right are the patient's (``left_lung`` is on the image's right)."""
@@ -374,8 +374,7 @@ def load_dataset(
     def decode(i: int) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
         path, image_id = paths[i], ids[i]
         array = read_image(path)
-        scale = 65535.0 if array.dtype == np.uint16 else 255.0
-        image = torch.from_numpy(array.astype(np.float32) / scale)[None, None]
+        image = torch.from_numpy(to_unit(array))[None, None]
         target = out_size or (array.shape[0], array.shape[1])
         mask_array = None
         if masks:

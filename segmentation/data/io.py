@@ -78,6 +78,12 @@ def read_mask(path: str | os.PathLike, *, strict: bool = True) -> np.ndarray:
     return array > top // 2
 
 
+def to_unit(array: np.ndarray) -> np.ndarray:
+    """Grey levels of a 2-D ``uint8`` / ``uint16`` array (as :func:`read_image` returns) as ``float32`` in
+    ``[0, 1]``: divided by 255 or 65535, the one bit-depth scaling of the pipeline."""
+    return array.astype(np.float32) / np.float32(65535.0 if array.dtype == np.uint16 else 255.0)
+
+
 def write_png(path: str | os.PathLike, array: np.ndarray) -> Path:
     """Write a 2-D uint8/uint16 array (or bool mask, stored 0/255) as PNG, atomically."""
     if array.dtype == bool:
