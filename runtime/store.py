@@ -106,10 +106,6 @@ class DiskArray:
         digest.update(self.index.tobytes())
         return digest.hexdigest()
 
-    def nbytes_per_row(self) -> int:
-        """Bytes read from disk per row."""
-        return self.row_bytes
-
     # ------------------------------------------------------------------------------------ reading
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own descriptor

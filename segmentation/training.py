@@ -760,15 +760,11 @@ def _wrap_distributed(model: nn.Module, config: SegmentationConfig) -> nn.Module
 def _model_identity(models: nn.Module | Sequence[nn.Module]) -> str:
     """A hash of the weights of a segmenter or an ensemble (what wrote a folder of predictions)."""
     digest = hashlib.sha256()
-    for model in _as_list(models):
+    for model in _as_models(models):
         for name, value in unwrap(model).state_dict().items():
             digest.update(name.encode())
             digest.update(value.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _as_list(models: nn.Module | Sequence[nn.Module]) -> list[nn.Module]:
-    return [models] if isinstance(models, nn.Module) else list(models)
 
 
 def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str | os.PathLike],

@@ -1,6 +1,6 @@
-import torch
-
 import pytest
+import torch
+from distributed_helpers import spawn
 
 from runtime.distributed import (
     data_parallel,
@@ -50,15 +50,8 @@ def _grad_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_all_reduce_gradients_averages_over_two_processes(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = tmp_path / "rank1.pt"
-    mp.spawn(_grad_worker, args=(2, port, str(out)), nprocs=2, join=True)
+    spawn(_grad_worker, str(out))
     result = torch.load(out)
     assert torch.equal(result["grad"], torch.full((3,), 1.5))  # mean of 1 and 2
     assert result["unused"] is None
@@ -125,14 +118,7 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
 
 
 def test_data_parallel_sync_and_on_main_across_two_processes(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path / "rank")), nprocs=2, join=True)
+    spawn(_ddp_worker, str(tmp_path / "rank"))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     weights = [k for k in r0["after"] if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(r0["before"][k], r1["before"][k]) for k in weights)  # DDP kept the weights identical

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
+from distributed_helpers import spawn
 
 from runtime.loader import ReadAhead, stream_batches
 from runtime.store import DiskArray, encode_bits, encode_grey
@@ -94,11 +93,8 @@ def _rank_worker(rank: int, world: int, port: int, path: str, out: str) -> None:
 
 def test_two_ranks_read_disjoint_shares_whose_union_is_the_dataset(tmp_path):
     path = _write(tmp_path / "rows.u16", 12)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     out = str(tmp_path / "rank{}.json")
-    mp.spawn(_rank_worker, args=(2, port, str(path), out), nprocs=2, join=True)
+    spawn(_rank_worker, str(path), out)
     shares = [json.loads(Path(out.format(r)).read_text()) for r in range(2)]
     for loop in ("forever", "segment"):
         first, second = shares[0][loop], shares[1][loop]

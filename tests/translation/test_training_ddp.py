@@ -1,9 +1,7 @@
 """The translation loop under two gloo processes: every rank ends with the same weights, rank 0 alone writes."""
 
-import socket
-
 import torch
-import torch.multiprocessing as mp
+from distributed_helpers import spawn
 
 
 def _worker(rank: int, world: int, port: int, folder: str) -> None:
@@ -34,10 +32,7 @@ def _worker(rank: int, world: int, port: int, folder: str) -> None:
 
 
 def test_two_ranks_end_with_identical_weights_and_one_writer(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    spawn(_worker, str(tmp_path))
     w0, w1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
     start = {k: v for k, v in _initial().items() if k in w0}
     assert w0.keys() == w1.keys()
