@@ -92,7 +92,7 @@ def main() -> None:
         write_phantom_dataset(target, 40, args.size, "b", 1)
     transfer_config = TransferConfig(iterations=args.iterations, warmup_iterations=max(1, args.iterations // 2),
                                      steps_per_epoch=max(1, args.iterations // 4), batch_size=8)
-    print(f"| method | phase | seconds | share of the cell |\n|---|---|---|---|")
+    print("| method | phase | seconds | share of the cell |\n|---|---|---|---|")
     for method in args.methods.split(","):
         TOTALS.clear()
         exp = ExperimentConfig(source=str(source), target=str(target), out=str(root / f"sweep_{method}"),

@@ -109,7 +109,7 @@ def synthetic_folder(root: Path, montgomery: Path, n: int, size: int) -> Path:
     import numpy as np
     import torch
 
-    from segmentation.data.dataset import resize_images
+    from segmentation.data.preprocessing import resize_images
     from segmentation.data.io import read_image, write_png
 
     base = root.parent / f"base{size}"

@@ -11,14 +11,13 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime import autocast, config_from_dict, config_to_dict, load_checkpoint, save_checkpoint, unwrap
 from runtime.store import DiskArray
 from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import from_exclusive
-from segmentation.data.preprocessing import normalize
+from segmentation.data.preprocessing import normalize, resize_images
 from segmentation.models import create_segmenter
 from segmentation.postprocess import postprocess_masks
 
@@ -84,22 +83,6 @@ def load_segmenter(path: str | os.PathLike, map_location: str | torch.device = "
 
 # --------------------------------------------------------------------------------------------------------------------
 # Tensors in, tensors out
-
-
-def resize_images(images: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Anti-aliased bilinear resize of ``[N, C, H, W]`` images (identity when already at ``size``)."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(images.shape[-2:]) == size:
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def resize_masks(masks: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Label-safe resize of ``{0, 1}`` masks ``[N, C, H, W]``: anti-aliased bilinear, then threshold at 0.5."""
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    if tuple(masks.shape[-2:]) == size:
-        return masks
-    return (resize_images(masks.float(), size) >= 0.5).to(masks.dtype)
 
 
 def _normalize(images: Tensor, config: SegmentationConfig) -> Tensor:

@@ -31,7 +31,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from PIL import Image
 from torch import Tensor, nn
 
 from runtime import (
@@ -60,7 +62,11 @@ from runtime.loader import stream_batches
 from runtime.preflight import check_divisible, check_writable, count_images
 from runtime.store import is_stored
 from segmentation.config import MODES, NORMALIZATIONS, SCHEDULERS, SegmentationConfig  # noqa: F401 - re-exported
-from segmentation.data.dataset import check_loadable, load_dataset
+from segmentation.data.augmentation import Augmenter, mixup
+from segmentation.data.dataset import check_loadable, from_exclusive, load_dataset, to_exclusive
+from segmentation.data.io import IMAGE_SUFFIXES, DataError, read_image, to_unit, write_png
+from segmentation.data.preprocessing import dataset_stats, resize_images, resize_masks
+from segmentation.data.splits import kfold_ids, load_splits, save_splits, split_ids
 from segmentation.inference import (  # noqa: F401 - re-exported: training builds on inference
     SEGMENTER_FORMAT,
     _as_models,
@@ -72,10 +78,10 @@ from segmentation.inference import (  # noqa: F401 - re-exported: training build
     predict_masks,
     predict_probabilities,
     probabilities_to_masks,
-    resize_images,
-    resize_masks,
     save_segmenter,
 )
+from segmentation.losses import create_loss
+from segmentation.metrics import evaluate_masks, summarize_records
 
 # RGB colours of the first classes in overlays (lungs, heart, clavicles, then the rest).
 _COLOURS = ((0.15, 0.55, 1.0), (1.0, 0.25, 0.2), (0.2, 0.9, 0.3), (1.0, 0.8, 0.1), (0.8, 0.3, 1.0), (0.1, 0.9, 0.9))
@@ -115,8 +121,6 @@ class TrainResult:
 def _targets(masks: Tensor, config: SegmentationConfig) -> Tensor:
     if config.mode == "multilabel":
         return masks
-    from segmentation.data.dataset import to_exclusive
-
     return to_exclusive(masks)
 
 
@@ -212,8 +216,6 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
             (without ``resume``) or one with a different configuration.
     """
     start_time = time.perf_counter()
-    from segmentation.losses import create_loss
-
     _check_data(train, config, "training")
     if val is not None:
         _check_data(val, config, "validation")
@@ -233,8 +235,6 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         net.load_state_dict(init_state)
 
     if config.normalization == "dataset" and config.norm_stats is None:
-        from segmentation.data.preprocessing import dataset_stats
-
         stats = dataset_stats(train.images if is_stored(train.images) else resize_images(train.images.float(),
                                                                                           config.size))
         config = config.replace(norm_stats=tuple(float(v) for v in _flat(stats)))
@@ -266,8 +266,6 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         loss_fn = loss_fn.to(device)
     augmenter = None
     if config.augment:
-        from segmentation.data.augmentation import Augmenter
-
         augmenter = Augmenter(**config.augment_kwargs).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = _build_scheduler(optimizer, config)
@@ -309,8 +307,6 @@ def train_segmenter(model: nn.Module, train: Any, val: Any | None, config: Segme
         run_path.mkdir(parents=True, exist_ok=True)
         save_config(config, run_path / "config.json")
         if splits is not None:
-            from segmentation.data.splits import save_splits
-
             save_splits(run_path / "splits.json", {k: list(v) for k, v in splits.items()})
     own_logger = logger is None
     if logger is None:
@@ -434,13 +430,9 @@ def _train_step(model: nn.Module, x: Tensor, y: Tensor, config: SegmentationConf
             x, y = augmenter(x, y)
             y = (y >= 0.5).float() if config.mixup_alpha == 0 else y
         else:
-            from segmentation.data.dataset import from_exclusive, to_exclusive
-
             x, masks = augmenter(x, from_exclusive(y, len(config.classes)).float())
             y = to_exclusive((masks >= 0.5).float())
     if config.mixup_alpha > 0:
-        from segmentation.data.augmentation import mixup
-
         x, y = mixup(x, y, config.mixup_alpha)
     x = _normalize(x, config)
     if config.channels_last:
@@ -510,8 +502,6 @@ def evaluate_segmenter(models: nn.Module | Sequence[nn.Module], data: Any, confi
         One dict per image: ``id`` plus ``segmentation.metrics.evaluate_masks``'s ``jaccard/<class>``,
         ``dice/<class>``, ... (in mm where ``data.spacing_mm`` is known).
     """
-    from segmentation.metrics import evaluate_masks
-
     _check_data(data, config, "evaluation")
     rows = []
     for begin in range(0, len(data), EVAL_CHUNK):  # bounded memory for any number of images
@@ -528,8 +518,6 @@ def summarize_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, flo
 
     Uses ``segmentation.metrics.summarize_records``; ``fold`` and ``id`` columns are left out.
     """
-    from segmentation.metrics import summarize_records
-
     return {k: v for k, v in summarize_records(rows).items() if k not in ("fold", "id")}
 
 
@@ -601,8 +589,6 @@ def cross_validate(data: Any, config: SegmentationConfig, k: int = 5, val_fracti
     Raises:
         ValueError: for ``k < 2``, ``k`` above the number of images, or ``val_fraction`` outside ``[0, 1)``.
     """
-    from segmentation.data.splits import kfold_ids
-
     _check_data(data, config, "cross-validation")
     if not isinstance(k, int) or k < 2 or k > len(data):
         raise ValueError(f"expected 2 <= k <= {len(data)} (the number of images), got {k}")
@@ -665,8 +651,6 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     Returns:
         The contents of ``metrics.json``.
     """
-    from segmentation.data.splits import load_splits, split_ids
-
     run_path = Path(run_dir)
     check_writable(run_path, "--run-dir")
     model = build_segmenter(config)
@@ -713,8 +697,6 @@ def train_from_folder(data_dir: str | os.PathLike, config: SegmentationConfig, r
     if is_main_process():
         atomic_write_json(run_path / "metrics.json", metrics)
     if trained is not model:
-        import torch.distributed as dist
-
         barrier()
         dist.destroy_process_group()
     return metrics
@@ -740,8 +722,6 @@ def _wrap_distributed(model: nn.Module, config: SegmentationConfig) -> nn.Module
     Each process uses ``cuda:LOCAL_RANK`` (NCCL) when CUDA is available and ``config.device`` allows it,
     the CPU (Gloo) otherwise. Every rank starts from the same weights (DDP broadcasts rank 0's).
     """
-    import torch.distributed as dist
-
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return model
     use_cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
@@ -794,10 +774,6 @@ def predict_files(models: nn.Module | Sequence[nn.Module], paths: Sequence[str |
     Raises:
         DataError: for an unreadable image (names the file).
     """
-    from PIL import Image
-
-    from segmentation.data.io import read_image, to_unit, write_png
-
     out = Path(out_dir)
     batch_size = batch_size or config.eval_batch_size
     written: list[Path] = []
@@ -901,8 +877,6 @@ def evaluate_folder(model_paths: Sequence[str | os.PathLike], data_dir: str | os
     Raises:
         DataError: for a missing splits file or unreadable data; ValueError for an unknown split.
     """
-    from segmentation.data.io import DataError
-    from segmentation.data.splits import load_splits
 
     models, config = load_ensemble(model_paths, device)
     data = load_dataset(data_dir, classes=config.classes, size=config.size, masks=True)
@@ -945,8 +919,6 @@ def predict_folder(model_paths: Sequence[str | os.PathLike], images_dir: str | o
     Raises:
         DataError: for a folder without images or an unreadable image.
     """
-    from segmentation.data.io import IMAGE_SUFFIXES, DataError
-
     models, config = load_ensemble(model_paths, device)
     if threshold is not None:
         config = config.replace(threshold=threshold)

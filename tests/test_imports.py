@@ -1,4 +1,4 @@
-"""The import graph: packages depend one way, no cycle, and transfer/ never imports inside a function."""
+"""The import graph: packages depend one way, no cycle, and the library never imports inside a function."""
 
 from __future__ import annotations
 
@@ -94,7 +94,9 @@ def test_no_import_cycle_between_modules():
     assert not cycles, cycles
 
 
-def test_transfer_never_imports_inside_a_function():
+def test_library_never_imports_inside_a_function():
+    """No project import hides inside a function in the library packages (that is how a cycle gets dodged). The CLI
+    (experiments/) may defer its commands' imports so that ``--help`` starts fast."""
     _, _, nested = _graph()
-    inside = [f"{a}:{line} imports {b}" for a, b, line in nested if a.startswith("transfer")]
+    inside = sorted({f"{a}:{line} imports {b}" for a, b, line in nested if not a.startswith("experiments")})
     assert not inside, inside

@@ -13,8 +13,8 @@ from torch import nn
 from runtime.device import resolve_device
 from segmentation.config import SegmentationConfig
 from segmentation.data.io import IMAGE_SUFFIXES, read_image, to_unit, write_png
-from segmentation.data.preprocessing import normalize
-from segmentation.inference import load_segmenter, probabilities_to_masks, resize_images
+from segmentation.data.preprocessing import normalize, resize_images
+from segmentation.inference import load_segmenter, probabilities_to_masks
 from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
 from transfer.prediction import predict_views
 from transfer.report import write_overlays

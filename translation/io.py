@@ -17,6 +17,7 @@ import torch
 
 from runtime import atomic_save_torch, unwrap
 from translation.base import Translator
+from translation.registry import TRANSLATORS
 
 FORMAT = "cxr-transfer-translator"
 VERSION = 1
@@ -83,8 +84,6 @@ def load_translator(
         ValueError: if the file is not a readable translator file, names an unknown translator, or its weights do not
             fit its config.
     """
-    from translation import TRANSLATORS
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"translator file {path} does not exist; check the path or train one first")

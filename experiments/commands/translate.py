@@ -19,7 +19,8 @@ from runtime import atomic_write_json, config_to_dict, progress, resolve_device,
 from runtime.distributed import close_distributed, init_distributed, is_main_process
 from runtime.preflight import check_divisible, check_memory, check_writable, count_images, dataset_bytes
 from runtime.store import affine, on_device, take_rows
-from segmentation.data.dataset import check_loadable, load_dataset, resize_images
+from segmentation.data.dataset import check_loadable, load_dataset
+from segmentation.data.preprocessing import resize_images
 from segmentation.data.formats import SOURCE_SUFFIXES, list_files, read_source_image
 from segmentation.data.io import DataError, write_png
 

@@ -28,13 +28,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from runtime.store import DiskArray, is_stored, take_rows
 from runtime.preflight import check_disk, check_memory, dataset_bytes
 from segmentation.data.cache import CHUNK, Source, cache_bytes, cache_root, open_cache, read_all
 from segmentation.data.io import DataError, read_image, to_unit
+from segmentation.data.preprocessing import resize_images, resize_masks
 
 ORGANS: tuple[str, ...] = ("left_lung", "right_lung", "heart", "left_clavicle", "right_clavicle")
 """The five SCR organs; left and right are the patient's (``left_lung`` is on the image's right)."""
@@ -204,25 +204,6 @@ def _check_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None:
     if len(size) != 2 or min(size) < 1:
         raise ValueError(f"expected size >= 1 (an int or (H, W)) or None to keep the stored size, got {size}")
     return size  # type: ignore[return-value]
-
-
-def resize_images(images: Tensor, size: tuple[int, int]) -> Tensor:
-    """Anti-aliased bilinear resize of ``[N, C, H, W]`` float images (no-op at the same size)."""
-    if tuple(images.shape[-2:]) == tuple(size):
-        return images
-    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-
-
-def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
-    """Label-safe resize of ``{0, 1}`` masks ``[N, C, H, W]``: anti-aliased resize, then threshold at 0.5.
-
-    The result holds only 0 and 1, and each channel's area scales with the size (no label bleeds
-    into a neighbour, unlike interpolating a label map).
-    """
-    if tuple(masks.shape[-2:]) == tuple(size):
-        return masks
-    smooth = F.interpolate(masks.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
-    return (smooth >= 0.5).to(masks.dtype if masks.is_floating_point() else torch.float32)
 
 
 def _read_metadata(root: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from kornia.enhance import equalize_clahe
 from torch import Tensor
 
@@ -29,6 +30,28 @@ def _check_images(images: Tensor, name: str = "images") -> None:
     if not isinstance(images, Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
         raise ValueError(f"expected {name} of shape [N, C, H, W], got {shape}")
+
+
+def resize_images(images: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Anti-aliased bilinear resize of ``[N, C, H, W]`` float images to ``size`` (an int: square); identity when
+    already at that size."""
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def resize_masks(masks: Tensor, size: int | tuple[int, int]) -> Tensor:
+    """Label-safe resize of ``{0, 1}`` masks ``[N, C, H, W]``: anti-aliased bilinear, then threshold at 0.5, in the
+    masks' own dtype (bool stays bool).
+
+    The result holds only 0 and 1, and each channel's area scales with the size (no label bleeds into a neighbour,
+    unlike interpolating a label map).
+    """
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    if tuple(masks.shape[-2:]) == size:
+        return masks
+    return (resize_images(masks.float(), size) >= 0.5).to(masks.dtype)
 
 
 def dataset_stats(images: Tensor | DiskArray, chunk: int = 256) -> tuple[float, float]:

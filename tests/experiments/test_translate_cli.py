@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from experiments.cli import cli
-from segmentation.data.dataset import resize_images
+from segmentation.data.preprocessing import resize_images
 from segmentation.data.io import read_image, write_png
 from segmentation.data.phantoms import write_phantom_dataset
 from translation import load_translator, translate_image

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from segmentation.config import SegmentationConfig
-from segmentation.data.preprocessing import normalize
-from segmentation.inference import resize_images
+from segmentation.data.preprocessing import normalize, resize_images
 from transfer.baselines import select_classes
 from transfer.config import ExperimentConfig
 from transfer.methods.base import (

@@ -21,8 +21,8 @@ from runtime.distributed import data_parallel, sync_from_main
 from segmentation.config import SegmentationConfig
 from segmentation.data.augmentation import AppearanceAugmenter
 from segmentation.data.dataset import CXRData
-from segmentation.data.preprocessing import dataset_stats, normalize
-from segmentation.inference import build_segmenter, resize_images
+from segmentation.data.preprocessing import dataset_stats, normalize, resize_images
+from segmentation.inference import build_segmenter
 from segmentation.training import TrainResult, train_segmenter
 from transfer.baselines import segmentation_config, select_classes
 from transfer.methods.base import (

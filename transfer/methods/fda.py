@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from segmentation.inference import resize_images
+from segmentation.data.preprocessing import resize_images
 from transfer.methods.augsource import source_output, train_source
 from transfer.methods.base import CellContext, Method, MethodOutput, method_options
 

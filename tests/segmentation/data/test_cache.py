@@ -14,7 +14,8 @@ from runtime.loader import stream_batches
 from runtime.store import DiskArray
 from segmentation.data import cache as cache_module
 from segmentation.data.cache import cache_root
-from segmentation.data.dataset import load_dataset, resize_images
+from segmentation.data.dataset import load_dataset
+from segmentation.data.preprocessing import resize_images
 from segmentation.data.io import read_image, write_png
 from segmentation.data.phantoms import write_phantom_dataset
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from segmentation.data.dataset import CLASS_GROUPS, CXRData, from_exclusive, load_dataset, resize_masks, to_exclusive
+from segmentation.data.dataset import CLASS_GROUPS, CXRData, from_exclusive, load_dataset, to_exclusive
+from segmentation.data.preprocessing import resize_masks
 from segmentation.data.io import DataError, write_png
 
 ORGANS = ("left_lung", "right_lung", "heart")
