@@ -85,6 +85,20 @@ def all_reduce_gradients(parameters) -> None:  # noqa: ANN001 - any iterable of 
             p.grad.div_(world)
 
 
+def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """The mean of a tensor over all ranks (``value`` itself, untouched, when not distributed).
+
+    A loss normalised by a count of its own batch (e.g. confident pixels) must divide by the count's mean over the
+    ranks, so that the ranks' averaged gradients are those of the global batch; not a differentiable all-reduce, for
+    normalisers only.
+    """
+    if not _initialized() or get_world_size() == 1:
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / get_world_size()
+
+
 def rank_seed(seed: int) -> int:
     """A per-rank seed for data order: ``seed`` itself on rank 0 (single-process runs are unchanged)."""
     return seed + 1_000_003 * get_rank()

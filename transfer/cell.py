@@ -6,8 +6,8 @@ Layout of a cell folder ``out/cells/<method>/f<fraction>/s<seed>-<identity>/``: 
 setting makes a new cell instead of reusing a finished one (:func:`cell_identity`).
 
 Under ``torchrun`` one cell runs across the ranks: every rank runs the method (its segmenter trainings in DDP), rank 0
-alone writes the cell folder and scores the test split, and every rank returns rank 0's result. Methods whose loop
-is not yet correct across ranks are refused there (:data:`NOT_DISTRIBUTED`).
+alone writes the cell folder and scores the test split, and every rank returns rank 0's result. A method registered
+with ``distributed=False`` is refused there (:func:`check_distributed`).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from segmentation.inference import probabilities_to_masks
 from segmentation.training import write_rows_csv
 from transfer.baselines import select_classes
 from transfer.config import ExperimentConfig
-from transfer.methods import CellContext, get_method
+from transfer.methods import METHODS, CellContext, get_method
 from transfer.methods.base import mean_jaccard, score
 from transfer.protocol import TargetView, labelled_ids
 from transfer.report import write_overlays
@@ -42,13 +42,6 @@ OVERLAYS = "overlays.png"
 SHARED_FIELDS = ("method", "fraction", "seed", "classes", "source_classes", "size", "segmenter", "segmenter_kwargs",
                  "source_iterations", "source_lr", "split_seed", "folds", "fold", "max_test", "transfer.normalize_mode",
                  "transfer.loss", "transfer.batch_size", "transfer.amp")
-_LOOP = ("the transfer loop's ranks now draw disjoint shares and share rank 0's BatchNorm statistics, but no test "
-         "yet shows a cell across ranks equal to one process (a scratch measurement: 3.6% of the update apart after "
-         "the warm-up, GAN amplification of float-order noise)")
-#: methods refused under torchrun, with the reason: their training loop is not yet proven correct across ranks
-NOT_DISTRIBUTED = {name: _LOOP for name in ("transfer", "paper", "selftrain", "semisup")}
-#: the methods that run across torchrun ranks (their segmenter trainings in DDP, or no training beyond M_A)
-DISTRIBUTED = ("finetune", "scratch", "source_only", "histmatch", "adabn", "augsource", "fda")
 
 
 @lru_cache(maxsize=32)
@@ -86,15 +79,18 @@ def identity_hash(exp: ExperimentConfig) -> str:
 
 
 def check_distributed(methods: Iterable[str]) -> None:
-    """Under torchrun, refuse the methods of :data:`NOT_DISTRIBUTED` (nothing to check on one process).
+    """Under torchrun, refuse a method registered with ``distributed=False`` (nothing to check on one process).
 
     Raises:
-        ValueError: one line naming the first such method, why, and what to do instead.
+        ValueError: one line naming the first such method and what to do instead.
     """
-    refused = [m for m in dict.fromkeys(methods) if m in NOT_DISTRIBUTED] if launched_by_torchrun() else []
+    if not launched_by_torchrun():
+        return
+    refused = [m for m in dict.fromkeys(methods) if not get_method(m).distributed]
     if refused:
-        raise ValueError(f"method {refused[0]} does not run under torchrun yet: {NOT_DISTRIBUTED[refused[0]]}; run it "
-                         f"as one process (under torchrun: {', '.join(DISTRIBUTED)})")
+        allowed = ", ".join(name for name, m in METHODS.items() if m.distributed)
+        raise ValueError(f"method {refused[0]} does not run under torchrun (registered with distributed=False); run "
+                         f"it as one process (under torchrun: {allowed})")
 
 
 def cell_key(exp: ExperimentConfig) -> str:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from runtime.device import autocast
-from runtime.distributed import all_reduce_gradients, frozen, unwrap
+from runtime.distributed import all_reduce_gradients, frozen, get_world_size, mean_over_ranks, unwrap
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Normalizer = Callable[[Tensor], Tensor]
@@ -223,7 +223,9 @@ def supervised_step(translator: nn.Module, segmenter: nn.Module, batch: Supervis
             translated = model.b_to_a(to_translator(batch.b_unlabelled))
             logits = segment_translated(segmenter, translated, normalize).float()
             pixel_weight = batch.pseudo_weight if batch.pseudo_weight is not None else torch.ones_like(logits)
-            denom = pixel_weight.sum().clamp_min(1.0)
+            # over the confident pixels of the global batch (at least one), as a share per rank under torchrun: the
+            # ranks' averaged gradients are then those of the global batch's loss
+            denom = mean_over_ranks(pixel_weight.sum()).clamp_min(1.0 / get_world_size())
             losses["pseudo"] = (F.binary_cross_entropy_with_logits(logits, batch.pseudo, reduction="none")
                                 * pixel_weight).sum() / denom
             terms.append(weights.pseudo * losses["pseudo"])

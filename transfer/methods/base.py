@@ -100,6 +100,9 @@ class Method:
         options: the ``ExperimentConfig`` fields the method reads beyond the shared ones (dotted for nested ones,
             e.g. ``"method_options.fda"`` for its own entry); they are part of the cell's identity, so changing them
             makes a new cell (and changing another method's does not).
+        distributed: the method is correct across ``torchrun`` ranks (its trainings share data and gradients, as
+            ``tests/experiments/test_torchrun.py`` shows for the built-in ones); False: refused under torchrun before
+            anything is written.
     """
 
     name: str
@@ -109,6 +112,7 @@ class Method:
     fraction_free: bool = False
     translator: bool = False
     options: tuple[str, ...] = ()
+    distributed: bool = True
 
 
 def method_options(exp: ExperimentConfig, name: str, cls: type[T]) -> T:
