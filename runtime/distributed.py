@@ -99,6 +99,18 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return total / get_world_size()
 
 
+def gather_objects(value: object) -> list:
+    """Every rank's ``value`` (picklable), in rank order, on every rank; ``[value]`` when not distributed.
+
+    For the small per-rank state a checkpoint must hold to resume each rank exactly (its data position, its RNG).
+    """
+    if not _initialized() or get_world_size() == 1:
+        return [value]
+    out: list = [None] * get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def rank_seed(seed: int) -> int:
     """A per-rank seed for data order: ``seed`` itself on rank 0 (single-process runs are unchanged)."""
     return seed + 1_000_003 * get_rank()

@@ -33,7 +33,17 @@ from torchvision.utils import make_grid
 
 from runtime.checkpoint import keep_latest, latest_checkpoint, load_checkpoint, save_checkpoint
 from runtime.device import autocast
-from runtime.distributed import frozen, is_main_process, rank_indices, rank_seed, sync_from_main, unwrap
+from runtime.distributed import (
+    frozen,
+    gather_objects,
+    get_rank,
+    get_world_size,
+    is_main_process,
+    rank_indices,
+    rank_seed,
+    sync_from_main,
+    unwrap,
+)
 from runtime.loader import ReadAhead, stream_batches
 from runtime.logging import RunLogger, progress
 from runtime.seed import (
@@ -460,9 +470,11 @@ class TransferOrchestrator:
                 logger.scalars(losses, it, prefix="transfer")
             if it % c.steps_per_epoch == 0 or it == c.iterations:
                 self._evaluate(selector, logger)
-                if ckpt_dir is not None and is_main_process():
-                    save_checkpoint(ckpt_dir / f"iter_{it:07d}.pt", self.state_dict())
-                    keep_latest(ckpt_dir, "iter_*.pt", keep=1)
+                if ckpt_dir is not None:
+                    state = self.state_dict()  # every rank: it gathers each rank's own part
+                    if is_main_process():
+                        save_checkpoint(ckpt_dir / f"iter_{it:07d}.pt", state)
+                        keep_latest(ckpt_dir, "iter_*.pt", keep=1)
         if c.iterations == 0 or not self.history:
             self._evaluate(selector, logger)
         logger.close()
@@ -574,40 +586,68 @@ class TransferOrchestrator:
         return torch.cat(outs)
 
     # ------------------------------------------------------------------ state
+    def _rank_state(self) -> dict[str, Any]:
+        """What differs between torchrun ranks: data positions (each rank's share), RNG states (augmentation, image
+        pools, dropout draw per rank) and the translator's image pools."""
+        return {
+            "source": self.source.state_dict(), "target": self.target.state_dict(),
+            "labelled": self.labelled.state_dict() if self.labelled is not None else None,
+            "rng": get_rng_state(),
+            "augmenter": self.augmenter.generator.get_state() if self.augmenter is not None else None,
+            # rank 0's pools are in the translator's state; the other ranks' travel here
+            "extra": {name: m.get_extra_state() for name, m in unwrap(self.translator).named_modules()
+                      if type(m).get_extra_state is not nn.Module.get_extra_state} if get_world_size() > 1 else {},
+        }
+
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly."""
+        """Everything needed to resume exactly: the shared state, and each rank's own under ``"ranks"`` (a collective
+        under torchrun: every rank calls it, rank 0 saves it)."""
         return {
             "iteration": self.iteration_count,
             "translator": unwrap(self.translator).state_dict(),
             "segmenter": unwrap(self.segmenter).state_dict(),
             "opt_d": self.opt_d.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_s": self.opt_s.state_dict(),
             "ema_translator": self.ema_translator.state_dict(), "ema_segmenter": self.ema_segmenter.state_dict(),
-            "source": self.source.state_dict(), "target": self.target.state_dict(),
-            "labelled": self.labelled.state_dict() if self.labelled is not None else None,
-            "history": self.history, "best": self.best, "rng": get_rng_state(),
+            "history": self.history, "best": self.best,
             "config": json.loads(json.dumps(self.config.__dict__, default=list)),
-            "augmenter": self.augmenter.generator.get_state() if self.augmenter is not None else None,
+            "ranks": gather_objects(self._rank_state()),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; each rank takes its own part of ``"ranks"``.
+
+        Raises:
+            ValueError: for a checkpoint written by another number of ranks (each rank's data share depends on it).
+        """
+        ranks = state.get("ranks")
+        if ranks is None:  # written before per-rank parts (one process): its parts sit at the top level
+            ranks = [{k: state.get(k) for k in ("source", "target", "labelled", "rng", "augmenter")}]
+        if len(ranks) != get_world_size():
+            how = f"torchrun --nproc_per_node {len(ranks)}" if len(ranks) > 1 else "one process"
+            raise ValueError(f"expected a checkpoint of {get_world_size()} rank(s), got one written by {len(ranks)}; "
+                             f"resume it with {how}")
+        own = ranks[get_rank()]
         self.iteration_count = int(state["iteration"])
         unwrap(self.translator).load_state_dict(state["translator"])
         unwrap(self.segmenter).load_state_dict(state["segmenter"])
+        modules = dict(unwrap(self.translator).named_modules())
+        for name, extra in (own.get("extra") or {}).items():  # this rank's image pools
+            modules[name].set_extra_state(extra)
         self.opt_d.load_state_dict(state["opt_d"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_s.load_state_dict(state["opt_s"])
         self.ema_translator.load_state_dict(state["ema_translator"])
         self.ema_segmenter.load_state_dict(state["ema_segmenter"])
-        self.source.load_state_dict(state["source"])
-        self.target.load_state_dict(state["target"])
-        if self.labelled is not None and state["labelled"] is not None:
-            self.labelled.load_state_dict(state["labelled"])
-        if state.get("augmenter") is not None:  # the augmentation draws continue where they stopped
-            set_generator_state(self._augmenter(self.device).generator, state["augmenter"])
+        self.source.load_state_dict(own["source"])
+        self.target.load_state_dict(own["target"])
+        if self.labelled is not None and own["labelled"] is not None:
+            self.labelled.load_state_dict(own["labelled"])
+        if own.get("augmenter") is not None:  # the augmentation draws continue where they stopped
+            set_generator_state(self._augmenter(self.device).generator, own["augmenter"])
         self.history = list(state["history"])
         self.best = state["best"]
         self._teacher_iteration = None  # a "selected" teacher reloads the restored best weights
-        set_rng_state(state["rng"])
+        set_rng_state(own["rng"])
 
 
 def _warmup_key(model: nn.Module, config: TransferConfig, key: str) -> str:

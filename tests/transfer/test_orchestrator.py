@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 
+from runtime.checkpoint import load_checkpoint
 from runtime.config import config_from_dict
 from transfer.config import REMOVED, ExperimentConfig, TransferConfig, without_removed
 from transfer.orchestrator import EMA, ForeverIterator, TransferOrchestrator
@@ -65,6 +66,18 @@ def test_resume_is_exact(toys, tmp_path, monkeypatch, augment):
     assert all(torch.equal(w_full[k], w_res[k]) for k in w_full), "resumed weights differ from an uninterrupted run"
     assert [h["iteration"] for h in resumed.history] == [h["iteration"] for h in full.history] == [0.0, 3.0, 6.0]
     assert list((tmp_path / "full" / "tb").glob("events.out.tfevents.*")), "no TensorBoard log"
+
+
+def test_a_checkpoint_of_two_ranks_is_refused_by_one_process(toys, tmp_path):
+    a, ya, b, labelled = _data()
+    orch = _orch(toys, CONFIG, tmp_path / "run")
+    orch.fit(a, ya, b, labelled)
+    path = tmp_path / "run" / "checkpoints" / "iter_0000006.pt"
+    state = load_checkpoint(path)
+    assert len(state["ranks"]) == 1  # one process: its own part, once
+    state["ranks"] = state["ranks"] * 2  # as written under torchrun --nproc_per_node 2
+    with pytest.raises(ValueError, match="written by 2; resume it with torchrun --nproc_per_node 2"):
+        _orch(toys, CONFIG, tmp_path / "other").load_state_dict(state)
 
 
 def test_cached_warmup_gives_the_same_run(toys, tmp_path):
