@@ -10,6 +10,9 @@
   paper's M_A(G_BA(b)), the adapted M_A(b) alone, with its flip) beside the default view average.
 * ``wilcoxon.csv``: two-sided Wilcoxon signed-rank tests of ``transfer`` against every other method per fraction,
   paired over images (seed-averaged scores);
+* ``table.md`` opens with what to use at each label fraction (the best mean Jaccard, its paired margins and p-values
+  over the runner-up, fine-tuning and source-only, its failures; ``recommendations.csv``) and ends with what single
+  components add (translation: ``transfer`` against ``selftrain``, the same loop without a translator);
 * ``jaccard_vs_fraction.png``: Jaccard against label fraction with 95% confidence intervals per method;
 * ``overlays/<method>_<fraction>_<seed>.png``: the ``overlays.png`` of each cell whose source segmenter had more
   classes than the target is scored on (``ExperimentConfig.source_classes``), e.g. heart and clavicles predicted on
@@ -184,10 +187,88 @@ def wilcoxon_rows(rows: Sequence[Mapping[str, Any]], reference: str = REFERENCE,
     return out
 
 
+SIGNIFICANT = 0.01  # the p-value below which the report calls a margin a gain (issue 12's bar)
+#: (method, its control): what the method adds over the same computation without one component
+ATTRIBUTION = (("transfer", "selftrain", "translation (transfer vs the same loop without a translator)"),
+               ("paper", "source_only", "the paper's method over the source model"))
+
+
+def paired(rows: Sequence[Mapping[str, Any]], a: str, b: str, fraction: float,
+           metric: str = "jaccard") -> dict[str, float] | None:
+    """Method ``a`` against ``b`` at ``fraction``, paired over the test images both scored (seed-averaged): the mean
+    difference, the Wilcoxon p-value and the number of images; None when they share no image."""
+    def cell(method: str) -> dict[str, float]:
+        f = 0.0 if method in _fraction_free() else fraction
+        return per_image([r for r in rows if r["method"] == method and float(r["fraction"]) == f], metric)
+
+    x, y = cell(a), cell(b)
+    keys = sorted(set(x) & set(y))
+    if not keys:
+        return None
+    test = wilcoxon_test([x[k] for k in keys], [y[k] for k in keys])
+    return {"difference": float(np.mean([x[k] - y[k] for k in keys])), "p_value": test["p_value"],
+            "n": float(len(keys))}
+
+
+def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per label fraction: the method with the best mean Jaccard (with the methods that made the very same
+    predictions, e.g. ``semisup`` when it kept fine-tuning in every fold), its margin (mean paired difference, points)
+    and Wilcoxon p-value over the next different method, fine-tuning and source-only, its failures, and a sentence
+    saying what to use. A margin counts as a gain only below :data:`SIGNIFICANT`."""
+    out = []
+    for fraction in sorted({float(e["fraction"]) for e in summary}):
+        ranked = [e["method"] for e in sorted((e for e in summary if float(e["fraction"]) == fraction),
+                                              key=lambda e: -e["jaccard_mean"])]
+        if not ranked:
+            continue
+        best = ranked[0]
+        entry: dict[str, Any] = {"fraction": fraction, "best": best,
+                                 **{k: e[k] for e in summary if e["method"] == best and float(e["fraction"]) ==
+                                    fraction for k in ("jaccard_mean", "failures")}}
+        tests = {other: paired(rows, best, other, fraction) for other in ranked[1:]}
+        same = [m for m, t in tests.items() if t is not None and t["difference"] == 0 and t["p_value"] == 1.0]
+        if fraction == 0:  # fine-tuning with no label is the source model
+            same = [m for m in same if m != "finetune"]
+        entry["same_as"] = ",".join(same)
+        different = [m for m in ranked[1:] if m not in same and tests[m] is not None and
+                     not (fraction == 0 and m == "finetune")]
+        versus = different[:1] + [m for m in ("finetune", "source_only") if m in different[1:]]
+        parts = []
+        for other in versus:
+            test = tests[other]
+            key = "next" if other == versus[0] else other
+            entry.update({f"{key}_method": other, f"{key}_difference": test["difference"],
+                          f"{key}_p": test["p_value"]})
+            parts.append(f"{100 * test['difference']:+.2f} over {other} (p = {test['p_value']:.2g})")
+        labels = "no labels" if fraction == 0 else f"{100 * fraction:g}% labels"
+        name = best + (f" (the same predictions as {', '.join(same)})" if same else "")
+        sentence = f"with {labels} use {name}: " + ", ".join(parts) if parts else f"with {labels} use {name}"
+        if parts and entry["next_p"] >= SIGNIFICANT:
+            sentence += f"; not a significant gain over {entry['next_method']} (p >= {SIGNIFICANT})"
+        entry["sentence"] = sentence + f"; {entry.get('failures', 0)} failed image(s)."
+        out.append(entry)
+    return out
+
+
+def attribution_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """What one component adds, per fraction where both cells exist (:data:`ATTRIBUTION`), paired over images."""
+    out = []
+    fractions = sorted({float(r["fraction"]) for r in rows})
+    for method, control, what in ATTRIBUTION:
+        for fraction in fractions:
+            if not any(r["method"] == method and float(r["fraction"]) == fraction for r in rows):
+                continue
+            test = paired(rows, method, control, fraction)
+            if test is not None:
+                out.append({"fraction": fraction, "method": method, "control": control, "what": what, **test})
+    return out
+
+
 def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
     buffer = io.StringIO()
     if rows:
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        fields = list(dict.fromkeys(k for row in rows for k in row))  # rows may differ in their optional columns
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
@@ -285,8 +366,18 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None,
             "| labels | versus | median difference | p-value | n |", "|---|---|---|---|---|"]
     text += [f"| {100 * t['fraction']:g}% | {t['versus']} | {100 * t['median_difference']:+.2f} | "
              f"{t['p_value']:.3g} | {int(t['n'])} |" for t in tests]
+    advice = recommendations(rows, summary)
+    text = text[:2] + ["## Which method to use", ""] + [f"- {a['sentence']}" for a in advice] + [
+        "", f"Best mean Jaccard per fraction; margins are mean paired differences over the test images (points), "
+        f"p-values two-sided Wilcoxon; a margin with p >= {SIGNIFICANT} is not called a gain.", ""] + text[2:]
+    attribution = attribution_rows(rows)
+    if attribution:
+        text += ["", "## Attribution: what one component adds (paired over images)", "",
+                 "| labels | component | method - control | mean difference | p-value | n |", "|---|---|---|---|---|---|"]
+        text += [f"| {100 * a['fraction']:g}% | {a['what']} | {a['method']} - {a['control']} | "
+                 f"{100 * a['difference']:+.2f} | {a['p_value']:.3g} | {int(a['n'])} |" for a in attribution]
     paths = {"markdown": out / "table.md", "csv": out / "table.csv", "wilcoxon": out / "wilcoxon.csv",
-             "plot": out / "jaccard_vs_fraction.png"}
+             "recommendations": out / "recommendations.csv", "plot": out / "jaccard_vs_fraction.png"}
     text += view_table(rows)
     cells = [(r["method"], f"f{float(r['fraction']):.4f}", f"s{int(r['seed'])}", r.get("identity")) for r in rows]
     overlays = [(m, f, s, runs / "cells" / m / f / f"{s}-{i}" / "overlays.png") for m, f, s, i in sorted(cells)]
@@ -302,6 +393,7 @@ def write_report(runs: str | os.PathLike, out: str | os.PathLike | None = None,
     atomic_write_text(paths["markdown"], "\n".join(text) + "\n")
     atomic_write_text(paths["csv"], _csv(summary))
     atomic_write_text(paths["wilcoxon"], _csv(tests))
+    atomic_write_text(paths["recommendations"], _csv(advice))
     plot_fractions(summary, paths["plot"])
     return paths
 

@@ -8,7 +8,15 @@ import math
 import pytest
 import torch
 
-from transfer.report import markdown_table, summarize_results, wilcoxon_rows, write_overlays, write_report
+from transfer.report import (
+    attribution_rows,
+    markdown_table,
+    recommendations,
+    summarize_results,
+    wilcoxon_rows,
+    write_overlays,
+    write_report,
+)
 
 IDS = [f"img{i}" for i in range(6)]
 
@@ -85,3 +93,25 @@ def test_overlays(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ValueError, match="expected images"):
         write_overlays(images, masks[:, :1], ("heart", "clavicles"), tmp_path / "x.png")
+
+
+def test_recommendation_and_attribution_on_a_hand_made_table():
+    selftrain = [0.80, 0.85, 0.90, 0.75, 0.80, 0.85]
+    rows = [
+        _row("source_only", 0.0, 0, [0.5, 0.6, 0.7, 0.5, 0.6, 0.7]),
+        _row("selftrain", 0.0, 0, selftrain),
+        _row("semisup", 0.0, 0, list(selftrain)),  # the very same predictions
+        _row("transfer", 0.0, 0, [v - d for v, d in zip(selftrain, (0.01, 0.02, 0.03, 0.04, 0.05, 0.06))]),
+    ]
+    summary = summarize_results(rows)
+    (advice,) = recommendations(rows, summary)
+    assert advice["best"] == "selftrain" and advice["same_as"] == "semisup"
+    assert advice["next_method"] == "transfer" and advice["next_difference"] == pytest.approx(0.035)
+    # six positive differences of distinct sizes: the exact two-sided Wilcoxon p is 2 / 2**6
+    assert advice["next_p"] == pytest.approx(2 / 64)
+    assert advice["sentence"].startswith("with no labels use selftrain (the same predictions as semisup): +3.50 "
+                                         "over transfer (p = 0.031), +22.50 over source_only")
+    assert "not a significant gain over transfer (p >= 0.01)" in advice["sentence"]  # 0.031 is above the bar
+    (attribution,) = [a for a in attribution_rows(rows) if a["method"] == "transfer"]
+    assert attribution["control"] == "selftrain" and attribution["difference"] == pytest.approx(-0.035)
+    assert attribution["p_value"] == pytest.approx(2 / 64) and attribution["n"] == 6
