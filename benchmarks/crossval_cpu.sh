@@ -3,7 +3,9 @@
 # K folds over all 138 Montgomery images (each tested once), one seed, label fractions 0 and 5%.
 # Usage: benchmarks/crossval_cpu.sh [OUT=runs/crossval_cpu] [SIZE=64] [FOLDS=3] [FRACTIONS=0,0.05] [SEEDS=0]
 # Settings: benchmarks/configs/cpu_protocol.json with SIZE; METHODS overrides the method list. Resumable: run it again
-# with the same OUT and finished cells are skipped; new methods only add their cells.
+# with the same OUT and finished cells are skipped; new methods only add their cells. Across sessions (OUT is gone):
+# RESULTS=docs/results/crossval_cpu_64px.jsonl seeds a new OUT with the committed per-image results, so only the
+# cells missing from it run (a cell's key hashes its configuration and data: a changed setting reruns it).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DATA="${CXR_DATA:-$HERE/../../shared/data}"
@@ -11,6 +13,7 @@ OUT="${1:-runs/crossval_cpu}"; SIZE="${2:-64}"; FOLDS="${3:-3}"; FRACTIONS="${4:
 METHODS="${METHODS:-source_only,histmatch,finetune,scratch,transfer,paper,selftrain,semisup,adabn,augsource,fda}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$OUT"
+if [ -n "${RESULTS:-}" ] && [ ! -s "$OUT/results.jsonl" ]; then cp "$RESULTS" "$OUT/results.jsonl"; fi
 python "$HERE/make_config.py" "$HERE/configs/cpu_protocol.json" "$OUT/sweep_config.json" "size=$SIZE"
 start=$(date +%s)
 cxr-transfer experiment sweep --config "$OUT/sweep_config.json" --source "$DATA/jsrt" --target "$DATA/montgomery" \
