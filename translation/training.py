@@ -55,12 +55,14 @@ from runtime import (
     set_rng_state,
     unwrap,
 )
+from runtime.distributed import gather_objects, mean_over_ranks
 from runtime.io import atomic_write_json
 from runtime.loader import stream_batches
 from runtime.store import DiskArray, is_stored
 from translation.guard import DivergenceGuard, Verdict
 from translation.io import save_translator
 from translation.metrics import histogram_distance, kid, kid_features
+from translation.pool import ImagePool
 
 __all__ = ["TranslationConfig", "TranslationResult", "train_translator", "training_step", "translate_batches"]
 
@@ -384,12 +386,23 @@ class _Trainer:
             "config": config_to_dict(self.config),
         }
 
+    def _pools(self) -> dict[str, Any]:
+        """This rank's image pools (the only translator state that differs between torchrun ranks)."""
+        return {name: m.get_extra_state() for name, m in unwrap(self.model).named_modules()
+                if isinstance(m, ImagePool)}
+
     def save(self) -> None:
+        """Write a checkpoint (rank 0), with every rank's image pools (a collective under torchrun: all ranks call
+        it at the same steps)."""
+        pools = gather_objects(self._pools()) if get_world_size() > 1 else None
         if not self.main:
             return
         healthy = self.guard is None or self.guard.healthy
         name = f"step_{self.step:08d}.pt" if healthy else f"step_{self.step:08d}.suspect.pt"
-        save_checkpoint(self.ckpt_dir / name, self.state())
+        state = self.state()
+        if pools is not None:
+            state["rank_pools"] = pools
+        save_checkpoint(self.ckpt_dir / name, state)
         self.prune()
 
     def checkpoints(self, good_only: bool = False) -> list[Path]:
@@ -408,6 +421,11 @@ class _Trainer:
         """Load a checkpoint; ``full=False`` (a rollback) keeps the guard's counters and the rollback list."""
         state = load_checkpoint(path)
         self.model.load_state_dict(state["translator"])
+        pools = state.get("rank_pools")
+        if pools is not None and len(pools) == get_world_size():  # this rank's own pools, not rank 0's
+            modules = dict(unwrap(self.model).named_modules())
+            for name, extra in pools[get_rank()].items():
+                modules[name].set_extra_state(extra)
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])
@@ -459,8 +477,10 @@ class _Trainer:
     def check(self, pending: list[tuple[int, list[str], Tensor]]) -> dict[str, float] | None:
         """Feed the pending steps' losses to the guard; roll back and return None on a verdict, else the last losses."""
         last: dict[str, float] = {}
-        values = torch.stack([v for _, _, v in pending]).tolist() if len(
-            {len(n) for _, n, _ in pending}) == 1 else [v.tolist() for _, _, v in pending]
+        # the mean over the ranks under torchrun: every rank's guard sees the same losses and so takes the same
+        # decision (a rollback on one rank alone would leave the others waiting in the next all-reduce)
+        values = mean_over_ranks(torch.stack([v for _, _, v in pending])).tolist() if len(
+            {len(n) for _, n, _ in pending}) == 1 else [mean_over_ranks(v).tolist() for _, _, v in pending]
         for (step, names, _), row in zip(pending, values):
             last = dict(zip(names, row))
             if self.guard is not None:
