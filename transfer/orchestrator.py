@@ -66,6 +66,7 @@ from transfer.steps import (
     supervised_step,
 )
 from translation.monitor import TranslationMonitor, convergence_layout
+from translation.pool import load_pool_states, pool_states
 
 Selector = Callable[[nn.Module, nn.Module], dict[str, float]]
 
@@ -595,8 +596,7 @@ class TransferOrchestrator:
             "rng": get_rng_state(),
             "augmenter": self.augmenter.generator.get_state() if self.augmenter is not None else None,
             # rank 0's pools are in the translator's state; the other ranks' travel here
-            "extra": {name: m.get_extra_state() for name, m in unwrap(self.translator).named_modules()
-                      if type(m).get_extra_state is not nn.Module.get_extra_state} if get_world_size() > 1 else {},
+            "pools": pool_states(unwrap(self.translator)) if get_world_size() > 1 else {},
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -630,9 +630,7 @@ class TransferOrchestrator:
         self.iteration_count = int(state["iteration"])
         unwrap(self.translator).load_state_dict(state["translator"])
         unwrap(self.segmenter).load_state_dict(state["segmenter"])
-        modules = dict(unwrap(self.translator).named_modules())
-        for name, extra in (own.get("extra") or {}).items():  # this rank's image pools
-            modules[name].set_extra_state(extra)
+        load_pool_states(unwrap(self.translator), own.get("pools") or {})  # this rank's image pools
         self.opt_d.load_state_dict(state["opt_d"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_s.load_state_dict(state["opt_s"])

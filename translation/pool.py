@@ -88,3 +88,16 @@ class ImagePool(nn.Module):
             raise ValueError(f"expected an image pool state dict with 'images', got {type(state).__name__}")
         device = next((b.device for b in self.buffers()), None)
         self.images = [im if device is None else im.to(device) for im in state["images"]][: self.size]
+
+
+def pool_states(model: nn.Module) -> dict[str, Any]:
+    """The state of every image pool inside ``model``, by module name: the translator state that differs between
+    torchrun ranks (each rank pools its own share's fakes), saved per rank beside the shared weights."""
+    return {name: m.get_extra_state() for name, m in model.named_modules() if isinstance(m, ImagePool)}
+
+
+def load_pool_states(model: nn.Module, states: dict[str, Any]) -> None:
+    """Restore :func:`pool_states` into ``model``'s pools."""
+    modules = dict(model.named_modules())
+    for name, state in states.items():
+        modules[name].set_extra_state(state)

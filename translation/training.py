@@ -62,7 +62,7 @@ from runtime.store import DiskArray, is_stored
 from translation.guard import DivergenceGuard, Verdict
 from translation.io import save_translator
 from translation.metrics import histogram_distance, kid, kid_features
-from translation.pool import ImagePool
+from translation.pool import load_pool_states, pool_states
 
 __all__ = ["TranslationConfig", "TranslationResult", "train_translator", "training_step", "translate_batches"]
 
@@ -386,15 +386,10 @@ class _Trainer:
             "config": config_to_dict(self.config),
         }
 
-    def _pools(self) -> dict[str, Any]:
-        """This rank's image pools (the only translator state that differs between torchrun ranks)."""
-        return {name: m.get_extra_state() for name, m in unwrap(self.model).named_modules()
-                if isinstance(m, ImagePool)}
-
     def save(self) -> None:
         """Write a checkpoint (rank 0), with every rank's image pools (a collective under torchrun: all ranks call
         it at the same steps)."""
-        pools = gather_objects(self._pools()) if get_world_size() > 1 else None
+        pools = gather_objects(pool_states(unwrap(self.model))) if get_world_size() > 1 else None
         if not self.main:
             return
         healthy = self.guard is None or self.guard.healthy
@@ -423,9 +418,7 @@ class _Trainer:
         self.model.load_state_dict(state["translator"])
         pools = state.get("rank_pools")
         if pools is not None and len(pools) == get_world_size():  # this rank's own pools, not rank 0's
-            modules = dict(unwrap(self.model).named_modules())
-            for name, extra in pools[get_rank()].items():
-                modules[name].set_extra_state(extra)
+            load_pool_states(unwrap(self.model), pools[get_rank()])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
         self.sched_g.load_state_dict(state["sched_g"])

@@ -35,8 +35,7 @@ def _port() -> int:
 
 def _launch(args: list[str], nproc: int, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python ARGS`` as one process, or under torchrun as ``nproc`` gloo processes; asserts exit 0."""
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master-port",
-                 str(_port())] if nproc > 1 else [sys.executable])
+    launcher = _torchrun(nproc) if nproc > 1 else [sys.executable]
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     result = subprocess.run([*launcher, *args], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-6000:]
