@@ -217,14 +217,11 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
     saying what to use. A margin counts as a gain only below :data:`SIGNIFICANT`."""
     out = []
     for fraction in sorted({float(e["fraction"]) for e in summary}):
-        ranked = [e["method"] for e in sorted((e for e in summary if float(e["fraction"]) == fraction),
-                                              key=lambda e: -e["jaccard_mean"])]
-        if not ranked:
-            continue
+        entries = sorted((e for e in summary if float(e["fraction"]) == fraction), key=lambda e: -e["jaccard_mean"])
+        ranked = [e["method"] for e in entries]
         best = ranked[0]
-        entry: dict[str, Any] = {"fraction": fraction, "best": best,
-                                 **{k: e[k] for e in summary if e["method"] == best and float(e["fraction"]) ==
-                                    fraction for k in ("jaccard_mean", "failures")}}
+        entry: dict[str, Any] = {"fraction": fraction, "best": best, "jaccard_mean": entries[0]["jaccard_mean"],
+                                 "failures": entries[0]["failures"]}
         tests = {other: paired(rows, best, other, fraction) for other in ranked[1:]}
         same = [m for m, t in tests.items() if t is not None and t["difference"] == 0 and t["p_value"] == 1.0]
         if fraction == 0:  # fine-tuning with no label is the source model
