@@ -7,7 +7,7 @@ sweep, ``experiment run``, the cell identity and the report take it from here.
 
 from __future__ import annotations
 
-from transfer.methods import (adabn, augsource, fda, finetune, histmatch, scratch, selftrain, semisup, source_only,
+from transfer.methods import (adabn, augselftrain, augsource, fda, finetune, histmatch, scratch, selftrain, semisup, source_only,
                               transfer)
 from transfer.methods.base import CellContext, Method, MethodOutput, Predictor, segmenter_predictor
 
@@ -23,6 +23,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     adabn.METHOD,
     augsource.METHOD,
     fda.METHOD,
+    augselftrain.METHOD,
 )}
 
 
