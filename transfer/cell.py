@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 import torch
 
 from runtime.config import config_to_dict, save_config
+from runtime.device import configure_backends
 from runtime.distributed import barrier, is_main_process, launched_by_torchrun, local_device, on_main
 from runtime.io import atomic_write_json
 from runtime.seed import seed_everything
@@ -138,6 +139,7 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
     if source is None or target is None:
         source, target = load_cell_data(exp)
     device = local_device(exp.device)
+    configure_backends(device)
     seed_everything(exp.seed)
     splits = cell_splits(exp, target.ids)
     labelled = labelled_ids(splits["train"], exp.fraction, exp.seed)

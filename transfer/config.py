@@ -159,6 +159,10 @@ class ExperimentConfig:
             the cell runs fold ``fold`` (its test part is one k-th of the target images); 0 keeps the single split.
         max_test: evaluate on at most this many test images (0 = all); for quick checks only.
         device: ``auto``, ``cpu``, ``cuda``...
+        channels_last: the transfer loop's networks in channels-last memory format on CUDA (no effect on the CPU).
+        compile: ``torch.compile`` the transfer loop's training networks (opt-in: minutes of compilation first, then
+            faster steps on a GPU). Like ``device``, neither is part of a cell's identity: the results they give are
+            the eager ones to float rounding (tests/transfer/test_speed_paths.py).
         transfer: hyper-parameters of the transfer method.
         method_options: the options of other methods, by method name (e.g. ``{"fda": {"beta": 0.01}}``); each
             method reads its own entry into its own typed options (``transfer.methods.base.method_options``).
@@ -187,6 +191,8 @@ class ExperimentConfig:
     fold: int = 0
     max_test: int = 0
     device: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
     transfer: TransferConfig = field(default_factory=TransferConfig)
     method_options: dict = field(default_factory=dict)
 

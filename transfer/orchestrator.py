@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from runtime.checkpoint import keep_latest, latest_checkpoint, load_checkpoint, save_checkpoint
-from runtime.device import autocast
+from runtime.device import autocast, compile_networks, plain_copy
 from runtime.distributed import (
     frozen,
     gather_objects,
@@ -180,7 +180,7 @@ class EMA:
         if not 0 <= decay < 1:
             raise ValueError(f"expected 0 <= decay < 1, got {decay}")
         self.decay = decay
-        self.module = copy.deepcopy(unwrap(model)).eval()
+        self.module = plain_copy(unwrap(model)).eval()  # eager even when the student is compiled
         self.module.requires_grad_(False)
         self.updates = 0
 
@@ -239,6 +239,10 @@ class TransferOrchestrator:
             than the target (source pairs train all of them); None: all.
         train_translator: False keeps the translator fixed (``selftrain``'s identity): no warm-up, no discriminative
             or generative step, and the supervised step trains M_A alone.
+        channels_last: put translator and segmenter in channels-last memory format (callers pass
+            ``runtime.device.use_channels_last``: on CUDA); the values computed are the same to float rounding.
+        compile: ``torch.compile`` the training networks (``runtime.device.compile_networks``); the EMA copies that
+            predict, select and teach stay eager. Checkpoints are the same files either way.
     """
 
     def __init__(self, translator: nn.Module, segmenter: nn.Module, config: TransferConfig,
@@ -246,7 +250,13 @@ class TransferOrchestrator:
                  normalize: Callable[[Tensor], Tensor] | None = None, run_dir: str | os.PathLike | None = None,
                  show_progress: bool = False, target_channels: Sequence[int] | None = None,
                  monitor: TranslationMonitor | None = None, overlay: tuple[Tensor, Tensor | None] | None = None,
-                 report: Callable[[str], None] | None = None, train_translator: bool = True) -> None:
+                 report: Callable[[str], None] | None = None, train_translator: bool = True,
+                 channels_last: bool = False, compile: bool = False) -> None:
+        if channels_last:  # in place, before the optimizers see the parameters (no DDP wrapper in this loop)
+            translator.to(memory_format=torch.channels_last)
+            segmenter.to(memory_format=torch.channels_last)
+        if compile:
+            compile_networks(unwrap(segmenter), *([unwrap(translator)] if train_translator else []))
         self.translator = translator
         self.segmenter = segmenter
         self.config = config

@@ -70,7 +70,8 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 COMMON = {"method": "method", "fraction": "fraction", "seed": "seed", "source": "source", "target": "target",
           "out": "out", "classes": "classes", "size": "size", "preset": "translator_preset",
           "iterations": "transfer.iterations", "warmup": "transfer.warmup_iterations",
-          "batch_size": "transfer.batch_size", "device": "device", "folds": "folds", "fold": "fold"}
+          "batch_size": "transfer.batch_size", "device": "device", "folds": "folds", "fold": "fold",
+          "compile": "compile"}
 
 
 def shared_options(func: Callable) -> Callable:
@@ -100,6 +101,8 @@ def shared_options(func: Callable) -> Callable:
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:1...  [default: auto]"),
         click.option("--folds", type=click.IntRange(0), default=None,
                      help="k-fold cross-validation over the whole target set (0: one 60/20/20 split)  [default: 0]"),
+        click.option("--compile", "compile", flag_value=True, default=None,
+                     help="torch.compile the transfer loop's networks (minutes of compilation, faster GPU steps)."),
         click.option("--dry-run", is_flag=True, help="print the resolved configuration and exit."),
     ]
     for option in reversed(options):

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from runtime.device import use_channels_last
 from runtime.distributed import is_main_process
 from runtime.store import head_rows
 from segmentation.data.dataset import CXRData
@@ -193,7 +194,9 @@ def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, sourc
     overlay = pairs if pairs is not None else (ctx.target_val.images, None)  # ground truth only where labels exist
     orch = TransferOrchestrator(IdentityTranslator().to(ctx.device), copy.deepcopy(start).to(ctx.device), config,
                                 normalize=norm, run_dir=run_dir, target_channels=target_channels, overlay=overlay,
-                                show_progress=sys.stderr.isatty(), report=report_line, train_translator=False)
+                                show_progress=sys.stderr.isatty(), report=report_line, train_translator=False,
+                                channels_last=use_channels_last(ctx.device, ctx.exp.channels_last),
+                                compile=ctx.exp.compile)
     fit = orch.fit(train.images, train.masks, pool, pairs, selector, resume=True)
     return orch, fit
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from runtime.device import use_channels_last
 from runtime.distributed import is_main_process
 from runtime.store import head_rows
 from segmentation.config import SegmentationConfig
@@ -75,7 +76,8 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
         ctx.target_val.images, None)  # ground truth only where labels may be read: never at 0%
     orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(ctx.m_a_full).to(device), config,
                                 normalize=norm, run_dir=run, target_channels=channels, monitor=monitor,
-                                overlay=overlay, show_progress=sys.stderr.isatty(), report=report_line)
+                                overlay=overlay, show_progress=sys.stderr.isatty(), report=report_line,
+                                channels_last=use_channels_last(device, exp.channels_last), compile=exp.compile)
     fit = orch.fit(src_train.images, src_train.masks, unlabelled, labelled, selector, warmup_cache=path,
                    warmup_key=key, resume=True)
     if is_main_process():
