@@ -8,6 +8,12 @@ Usage (old commit against new, side by side on one machine, one thread each):
     git worktree add /tmp/old <commit>
     PYTHONPATH=/tmp/old python benchmarks/bench_iteration.py --label old
     python benchmarks/bench_iteration.py --label new
+
+On a GPU (benchmarks/gpu_check.sh figures, path transfer_iteration): ``--device cuda --translator-preset default
+--segmenter-kwargs '{}' --size 256`` times the real loop's iteration with bf16 autocast (``TransferConfig.amp``) and,
+with ``--channels-last`` / ``--compile``, the loop's own speed paths; the JSON line adds images per second (the
+batch's source and target images through all three steps) and the seconds of the untimed first iterations (where
+``--compile`` compiles). The old-commit comparison uses none of these flags.
 """
 
 from __future__ import annotations
@@ -40,6 +46,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--phantoms", action="store_true", help="phantoms instead of the real data")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--translator-preset", default="tiny")
+    parser.add_argument("--translator-kwargs", default="{}", help="JSON keywords of the translator")
+    parser.add_argument("--segmenter-kwargs", default='{"depth": 4, "base_channels": 8}', help="JSON, U-Net keywords")
+    parser.add_argument("--channels-last", action="store_true", help="the orchestrator's channels_last (new only)")
+    parser.add_argument("--compile", action="store_true", help="the orchestrator's torch.compile (new only)")
     parser.add_argument("--per-step", action="store_true",
                         help="also time each step kind (wraps the orchestrator's step functions; new commits only)")
     args = parser.parse_args()
@@ -50,9 +62,14 @@ def main() -> None:
     else:
         source = load_dataset(data / "jsrt", classes=("lungs",), size=args.size)
         target = load_dataset(data / "montgomery", classes=("lungs",), size=args.size)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    translator = create_translator("cyclegan", "tiny")
-    segmenter = create_segmenter("unet", in_channels=1, out_channels=source.masks.shape[1], depth=4, base_channels=8)
+    translator = create_translator("cyclegan", args.translator_preset, **json.loads(args.translator_kwargs)).to(device)
+    segmenter = create_segmenter("unet", in_channels=1, out_channels=source.masks.shape[1],
+                                 **json.loads(args.segmenter_kwargs)).to(device)
+    speed = {k: True for k in ("channels_last", "compile") if getattr(args, k)}  # only when asked: old commits run
     config = TransferConfig(iterations=1000, warmup_iterations=0, steps_per_epoch=1000, batch_size=args.batch_size,
                             pseudo_start=0.0)
     steps: dict[str, float] = {}
@@ -65,23 +82,36 @@ def main() -> None:
                 finally:
                     steps[_name] = steps.get(_name, 0.0) + time.perf_counter() - start
             setattr(orchestrator, name, timed)
-    orch = TransferOrchestrator(translator, segmenter, config)
+    orch = TransferOrchestrator(translator, segmenter, config, **speed)
     orch._make_iterators(source.images, source.masks, target.images, None, 10)
     orch.ema_translator, orch.ema_segmenter = EMA(translator, config.ema_decay), EMA(segmenter, config.ema_decay)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    start = time.perf_counter()
     for _ in range(args.discard):
         orch.iteration()
+    sync()
+    first = time.perf_counter() - start
     steps.clear()
     blocks = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         for _ in range(args.iterations):
             orch.iteration()
+        sync()
         blocks.append((time.perf_counter() - start) / args.iterations)
     timed_iterations = args.iterations * args.repeats
+    median = statistics.median(blocks)
     print(json.dumps({"label": args.label, "size": args.size, "batch_size": args.batch_size, "threads": args.threads,
+                      "device": str(device), "translator_preset": args.translator_preset, **speed,
                       "per_step_s": {k: v / timed_iterations for k, v in steps.items()},
-                      "median_s_per_iteration": statistics.median(blocks), "mean": statistics.mean(blocks),
-                      "blocks": blocks}))
+                      "median_s_per_iteration": median, "mean": statistics.mean(blocks),
+                      "images_per_s": 2 * args.batch_size / median, "first_iterations_s": first,
+                      "blocks": blocks, "line": f"{median:.3f} s/it, {2 * args.batch_size / median:.1f} images/s, "
+                                                f"first {args.discard} iterations {first:.1f} s"}))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@
 #            divergence-guard rollback on an injected NaN; a short `experiment sweep --source-classes` (run twice on
 #            the GPU: the second must skip every cell); `segment predict` and `translate apply` on a folder; bf16
 #            autocast with channels_last.
-#   figures  (< 9 min) translation and segmenter throughput (bench_translation.py, bench_segmenters.py) and the
+#   figures  (< 9 min) translation, transfer-iteration (bench_iteration.py, eager and --compile) and segmenter
+#            throughput (bench_translation.py, bench_segmenters.py) and the
 #            JSRT 256 px U-Net run (lungs, heart, clavicles; 150 epochs), which is skipped without the real data.
 #   table    the label-fraction sweep (JSRT -> Montgomery lungs at 256) in parts: PART is 1..N (the Nth group of
 #            fractions in TABLE_PARTS), `all` or `report`. A part stops after TABLE_TIMEOUT (540 s); run it again
@@ -115,6 +116,10 @@ FIG_SEG_MODELS="${FIG_SEG_MODELS:-$(pick 'unet invertednet' '')}"  # empty: ever
 FIG_SEG_BATCH="${FIG_SEG_BATCH:-$(pick 2 16)}"
 FIG_SEG_ITERS="${FIG_SEG_ITERS:-$(pick 2 20)}"
 FIG_SEG_WARMUP="${FIG_SEG_WARMUP:-$(pick 1 5)}"
+FIG_TF_BATCH="${FIG_TF_BATCH:-$(pick 2 8)}"              # the transfer iteration's batch (per domain)
+FIG_TF_KWARGS="${FIG_TF_KWARGS:-$(pick '{}' '{"n_blocks": 9}')}"  # the ResNet-9 CycleGAN of the paper on the GPU
+FIG_TF_SEG_KWARGS="${FIG_TF_SEG_KWARGS:-$(pick '{"depth": 2, "base_channels": 4}' '{}')}"
+FIG_TF_COMPILE="${FIG_TF_COMPILE:-$(pick 0 1)}"          # also time --compile (minutes of inductor work on a CPU)
 FIG_JSRT_SIZE="${FIG_JSRT_SIZE:-$(pick 32 256)}"
 FIG_JSRT_EPOCHS="${FIG_JSRT_EPOCHS:-$(pick 2 150)}"
 FIG_JSRT_LIMIT="${FIG_JSRT_LIMIT:-$(pick 20 '')}"       # empty: all 247 images
@@ -530,6 +535,27 @@ fig_translation() {
   helper digest "$WORK/figures/translation_bf16.json"
 }
 
+fig_transfer_iteration() {  # the transfer loop's own iteration: eager (bf16 + channels-last on CUDA), then compiled
+  local fast=() variant
+  cpu || fast=(--channels-last)
+  mkdir -p "$WORK/figures"
+  local args=(benchmarks/bench_iteration.py --device "$DEVICE" --translator-preset "$FIG_PRESET"
+              --translator-kwargs "$FIG_TF_KWARGS" --segmenter-kwargs "$FIG_TF_SEG_KWARGS" --size "$FIG_SIZE"
+              --batch-size "$FIG_TF_BATCH" --iterations "$(pick 2 10)" --repeats 3 --discard "$(pick 1 5)")
+  [ -d "$DATA/jsrt/images" ] || args+=(--phantoms)
+  bounded 150 "$PY" "${args[@]}" "${fast[@]}" --label eager > "$WORK/figures/transfer_iteration_eager.json"
+  variant=eager
+  if [ "$FIG_TF_COMPILE" = 1 ]; then
+    bounded 240 "$PY" "${args[@]}" "${fast[@]}" --compile --label compiled \
+        > "$WORK/figures/transfer_iteration_compiled.json"
+    variant="eager compiled"
+  fi
+  for v in $variant; do
+    note "transfer iteration ($v, $FIG_PRESET cyclegan $FIG_TF_KWARGS, $FIG_SIZE px, batch $FIG_TF_BATCH):" \
+         "$(sed -n 's/.*"line": "\([^"]*\)".*/\1/p' "$WORK/figures/transfer_iteration_$v.json")"
+  done
+}
+
 fig_segmenters() {
   local models=()
   # shellcheck disable=SC2206
@@ -571,6 +597,7 @@ stage_figures() {
   begin_stage
   if preflight; then
     path translation fig_translation
+    path transfer_iteration fig_transfer_iteration
     path segmenters fig_segmenters
     path jsrt_unet fig_jsrt
   fi

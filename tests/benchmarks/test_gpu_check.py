@@ -52,3 +52,18 @@ def test_cpu_smoke_leaves_only_the_archive_and_the_summary(smoke):
     assert "work/paths.tsv" in names and "work/logs/resume_segment.log" in names
     assert not [n for n in names if n.endswith(".pt")]
     assert (out / "results.tar.gz").stat().st_size < 16 * 2**20
+
+
+def test_cpu_figures_time_the_transfer_iteration(tmp_path):
+    """The figures stage's transfer-iteration path (bench_iteration.py through the real orchestrator), alone, at its
+    tiny CPU setting: it passes and names seconds per iteration and images per second."""
+    out = tmp_path / "out"
+    env = {**os.environ, "DEVICE": "cpu", "ONLY": "transfer_iteration"}
+    env.pop("OUT", None)
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "figures", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    summary = json.loads((out / "summary.json").read_text())
+    path = summary["paths"]["transfer_iteration"]
+    assert path["status"] == "PASS" and proc.returncode == 0, (path, proc.stdout[-3000:])
+    assert "s/it" in path["message"] and "images/s" in path["message"], path["message"]
+    assert set(summary["paths"]) == {"environment", "transfer_iteration"}  # ONLY ran this path alone
