@@ -241,6 +241,9 @@ class TransferOrchestrator:
             or generative step, and the supervised step trains M_A alone.
         channels_last: put translator and segmenter in channels-last memory format (callers pass
             ``runtime.device.use_channels_last``: on CUDA); the values computed are the same to float rounding.
+        source_appearance: an image transform of ``[0, 1]`` images applied to the source images of every supervised
+            step (after the augmentation, under ``no_grad``), e.g. ``augselftrain``'s appearance randomisation; its
+            randomness should come from the global generator, which checkpoints save. None: the images as drawn.
         compile: ``torch.compile`` the training networks (``runtime.device.compile_networks``); the EMA copies that
             predict, select and teach stay eager. Checkpoints are the same files either way.
     """
@@ -251,7 +254,8 @@ class TransferOrchestrator:
                  show_progress: bool = False, target_channels: Sequence[int] | None = None,
                  monitor: TranslationMonitor | None = None, overlay: tuple[Tensor, Tensor | None] | None = None,
                  report: Callable[[str], None] | None = None, train_translator: bool = True,
-                 channels_last: bool = False, compile: bool = False) -> None:
+                 source_appearance: nn.Module | None = None, channels_last: bool = False,
+                 compile: bool = False) -> None:
         if channels_last:  # in place, before the optimizers see the parameters (no DDP wrapper in this loop)
             translator.to(memory_format=torch.channels_last)
             segmenter.to(memory_format=torch.channels_last)
@@ -269,6 +273,7 @@ class TransferOrchestrator:
         self.overlay = overlay
         self.report = report
         self.train_translator = train_translator
+        self.source_appearance = source_appearance
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
                                          target=config.weight_target, pseudo=config.weight_pseudo)
@@ -345,6 +350,9 @@ class TransferOrchestrator:
         a, y_a = next(self.source)
         if c.augment != "none":
             a, y_a = self._augment(a, y_a)
+        if self.source_appearance is not None:
+            with torch.no_grad():
+                a = self.source_appearance(a)
         batch = SupervisedBatch(a=a, y_a=y_a, target_channels=self.target_channels)
         if self.labelled is not None:
             batch.b_labelled, batch.y_b = next(self.labelled)

@@ -46,11 +46,37 @@ def test_the_loop_starts_from_the_augsource_segmenter_and_reads_no_test_label(fo
     assert any(not torch.equal(starts[0][k], m_a[k]) for k in m_a)
 
 
+def test_the_loop_randomises_its_source_images_only_with_loop_appearance(folders, tmp_path, monkeypatch):
+    seen = {}
+    original = selftrain.self_train
+
+    def spied(ctx, config, start, *args, **kwargs):
+        seen[ctx.exp.method_options.get("augselftrain", {}).get("loop_appearance", True)] = kwargs[
+            "source_appearance"]
+        return original(ctx, config, start, *args, **kwargs)
+
+    monkeypatch.setattr(selftrain, "self_train", spied)
+    for loop in (True, False):
+        run_sweep(_base(folders, tmp_path / str(loop), method_options={"augselftrain": {"loop_appearance": loop}}),
+                  ("augselftrain",), (0.0,), (0,), log=lambda m: None)
+    assert isinstance(seen[True], augsource.AugSourceOptions().augmenter().__class__) and seen[False] is None
+    # in the loop the transform changes the source images of the supervised step, and only those
+    orch = TransferOrchestrator(selftrain.IdentityTranslator(), torch.nn.Conv2d(1, 1, 1),
+                                TransferConfig(iterations=1, batch_size=2, augment="none", weight_pseudo=0.0),
+                                train_translator=False, source_appearance=lambda x: 1 - x)
+    a = torch.rand(4, 1, 8, 8)
+    orch._make_iterators(a, (a > 0.5).float(), a, None, 0)
+    batch = orch._supervised_batch()
+    drawn = a[orch.source.order[:2]]
+    assert torch.equal(batch.a, 1 - drawn) and torch.equal(batch.y_a, (drawn > 0.5).float())
+
+
 def test_the_cell_identity_holds_both_stages_options(folders, tmp_path):
     base = _base(folders, tmp_path, method="augselftrain")
     assert cell_key(base.replace(method_options={"augsource": {"gamma": [0.7, 1.4]}})) != cell_key(base)
     assert cell_key(base.replace(method_options={"selftrain": {"pseudo_threshold": 0.8}})) != cell_key(base)
     assert cell_key(base.replace(transfer=base.transfer.replace(iterations=9))) != cell_key(base)
+    assert cell_key(base.replace(method_options={"augselftrain": {"loop_appearance": False}})) != cell_key(base)
     assert cell_key(base.replace(method_options={"fda": {"beta": 0.1}})) == cell_key(base)
     assert set(augsource.METHOD.options) <= set(augselftrain.METHOD.options)
 

@@ -169,7 +169,8 @@ def selftrain_config(exp: ExperimentConfig, options: SelftrainOptions) -> Transf
 
 def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, source: CXRData,
                labelled: CXRData | None, pool: Tensor, run_dir: Path,
-               target_channels: list[int] | None = None) -> tuple[TransferOrchestrator, TransferResult]:
+               target_channels: list[int] | None = None, source_appearance: nn.Module | None = None
+               ) -> tuple[TransferOrchestrator, TransferResult]:
     """Run the identity-translator loop from ``start`` in ``run_dir`` (resuming an interrupted run).
 
     Args:
@@ -181,6 +182,7 @@ def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, sourc
         pool: target images for pseudo-labels (with the validation images, also the selection's target images).
         run_dir: ``checkpoints/`` and ``tb/`` go here.
         target_channels: the student's channels of the scored classes when it has more; None: all.
+        source_appearance: a transform of the source images of every supervised step (``augselftrain``); None.
 
     Returns:
         The orchestrator (holding the selected EMA student) and its :class:`TransferResult`.
@@ -195,6 +197,7 @@ def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, sourc
     orch = TransferOrchestrator(IdentityTranslator().to(ctx.device), copy.deepcopy(start).to(ctx.device), config,
                                 normalize=norm, run_dir=run_dir, target_channels=target_channels, overlay=overlay,
                                 show_progress=sys.stderr.isatty(), report=report_line, train_translator=False,
+                                source_appearance=source_appearance,
                                 channels_last=use_channels_last(ctx.device, ctx.exp.channels_last),
                                 compile=ctx.exp.compile)
     fit = orch.fit(train.images, train.masks, pool, pairs, selector, resume=True)
