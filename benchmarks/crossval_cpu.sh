@@ -6,6 +6,7 @@
 # with the same OUT and finished cells are skipped; new methods only add their cells. Across sessions (OUT is gone):
 # RESULTS=docs/results/crossval_cpu_64px.jsonl seeds a new OUT with the committed per-image results, so only the
 # cells missing from it run (a cell's key hashes its configuration and data: a changed setting reruns it).
+# JOBS=2 runs two cells at once (experiment sweep --jobs).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DATA="${CXR_DATA:-$HERE/../../shared/data}"
@@ -17,5 +18,6 @@ if [ -n "${RESULTS:-}" ] && [ ! -s "$OUT/results.jsonl" ]; then cp "$RESULTS" "$
 python "$HERE/make_config.py" "$HERE/configs/cpu_protocol.json" "$OUT/sweep_config.json" "size=$SIZE"
 start=$(date +%s)
 cxr-transfer experiment sweep --config "$OUT/sweep_config.json" --source "$DATA/jsrt" --target "$DATA/montgomery" \
-  --out "$OUT" --folds "$FOLDS" --methods "$METHODS" --fractions "$FRACTIONS" --seeds "$SEEDS"
+  --out "$OUT" --folds "$FOLDS" --methods "$METHODS" --fractions "$FRACTIONS" --seeds "$SEEDS" \
+  --jobs "${JOBS:-1}"
 echo "wall time: $(( $(date +%s) - start )) s"
