@@ -85,7 +85,7 @@ def shared_options(func: Callable) -> Callable:
         click.option("--source", type=click.Path(exists=True, file_okay=False), default=None,
                      help="prepared source dataset folder (e.g. JSRT)."),
         click.option("--target", type=click.Path(exists=True, file_okay=False), default=None,
-                     help="prepared target dataset folder (e.g. Montgomery)."),
+                     help="prepared target dataset folder."),
         click.option("--out", type=click.Path(file_okay=False), default=None,
                      help="sweep root (cells, caches, TensorBoard, results.jsonl)  [default: runs/sweep]"),
         click.option("--classes", default=None, help="comma-separated target classes  [default: lungs]"),
@@ -102,7 +102,7 @@ def shared_options(func: Callable) -> Callable:
         click.option("--folds", type=click.IntRange(0), default=None,
                      help="k-fold cross-validation over the whole target set (0: one 60/20/20 split)  [default: 0]"),
         click.option("--compile", "compile", flag_value=True, default=None,
-                     help="torch.compile the transfer loop's networks (minutes of compilation, faster GPU steps)."),
+                     help="torch.compile the loop's networks."),
         click.option("--dry-run", is_flag=True, help="print the resolved configuration and exit."),
     ]
     for option in reversed(options):
