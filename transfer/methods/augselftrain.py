@@ -23,12 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from runtime.distributed import is_main_process
-from segmentation.inference import save_segmenter
 from transfer.methods import augsource, selftrain
 from transfer.methods.base import CellContext, Method, MethodOutput, method_options
-from transfer.prediction import predict_views
-from transfer.shared import normalizer
 
 NAME = "augselftrain"
 
@@ -52,24 +48,12 @@ def run(ctx: CellContext) -> MethodOutput:
     appearance = method_options(exp, augsource.NAME, augsource.AugSourceOptions)
     start, start_config = augsource.train_source(ctx, appearance.augmenter())
     config = selftrain.selftrain_config(exp, method_options(exp, selftrain.NAME, selftrain.SelftrainOptions))
-    index = ctx.class_index
-    channels = index if tuple(exp.model_classes) != tuple(exp.classes) else None
+    channels = ctx.class_index if tuple(exp.model_classes) != tuple(exp.classes) else None
     orch, fit = selftrain.self_train(ctx, config, start, ctx.source_full, ctx.labelled,
                                      ctx.target.unlabelled_images(), ctx.run, target_channels=channels,
                                      source_appearance=appearance.augmenter() if options.loop_appearance else None)
-    if is_main_process():
-        save_segmenter(orch.ema_segmenter.module, ctx.run / selftrain.ADAPTED_SEGMENTER, ctx.full_config,
-                       {"adapted": True, "method": NAME, "target": exp.target, "input": "M_A(b)"})
-    full = None
-    if channels is not None:
-        norm = normalizer(exp)
-        full = lambda images: predict_views(orch.ema_translator.module, orch.ema_segmenter.module,  # noqa: E731
-                                            images, norm, selftrain.DIRECT_VIEWS).cpu()
-    logs = {**selftrain.fit_logs(fit, config),
-            "augsource_iterations": start_config.epochs * start_config.steps_per_epoch}
-    return MethodOutput(predict=selftrain.loop_predictor(orch, index), config=ctx.seg_config, logs=logs,
-                        views={"direct": selftrain.loop_predictor(orch, index, ("direct",))},
-                        predict_all_classes=full)
+    return selftrain.loop_output(ctx, orch, fit, config, NAME, channels,
+                                 {"augsource_iterations": start_config.epochs * start_config.steps_per_epoch})
 
 
 #: what both stages read: augsource's options and source budget, selftrain's options and loop fields

@@ -215,25 +215,32 @@ def fit_logs(fit: TransferResult, config: TransferConfig) -> dict[str, Any]:
             "iterations": fit.iterations, "history": fit.history, "train_seconds": fit.seconds}
 
 
+def loop_output(ctx: CellContext, orch: TransferOrchestrator, fit: TransferResult, config: TransferConfig,
+                method: str, channels: list[int] | None, logs: dict[str, Any] | None = None) -> MethodOutput:
+    """Write the selected student (``segmenter.pt``, rank 0) and return the cell's output: its prediction over the
+    direct views, the direct view alone, and every class when the student has more (``channels``)."""
+    index = ctx.class_index
+    if is_main_process():
+        save_segmenter(orch.ema_segmenter.module, ctx.run / ADAPTED_SEGMENTER, ctx.full_config,
+                       {"adapted": True, "method": method, "target": ctx.exp.target, "input": "M_A(b)"})
+    full = None
+    if channels is not None:
+        norm = normalizer(ctx.exp)
+        full = lambda images: predict_views(orch.ema_translator.module, orch.ema_segmenter.module,  # noqa: E731
+                                            images, norm, DIRECT_VIEWS).cpu()
+    return MethodOutput(predict=loop_predictor(orch, index), config=ctx.seg_config,
+                        logs={**fit_logs(fit, config), **(logs or {})},
+                        views={"direct": loop_predictor(orch, index, ("direct",))}, predict_all_classes=full)
+
+
 def run(ctx: CellContext) -> MethodOutput:
     """Self-train ``ctx.m_a_full`` on source pairs, labelled target pairs and pseudo-labelled target images."""
     exp = ctx.exp
     config = selftrain_config(exp, method_options(exp, NAME, SelftrainOptions))
-    index = ctx.class_index
-    channels = index if tuple(exp.model_classes) != tuple(exp.classes) else None
+    channels = ctx.class_index if tuple(exp.model_classes) != tuple(exp.classes) else None
     orch, fit = self_train(ctx, config, ctx.m_a_full, ctx.source_full, ctx.labelled, ctx.target.unlabelled_images(),
                            ctx.run, target_channels=channels)
-    if is_main_process():
-        save_segmenter(orch.ema_segmenter.module, ctx.run / ADAPTED_SEGMENTER, ctx.full_config,
-                       {"adapted": True, "method": NAME, "target": exp.target, "input": "M_A(b)"})
-    full = None
-    if channels is not None:
-        norm = normalizer(exp)
-        full = lambda images: predict_views(orch.ema_translator.module, orch.ema_segmenter.module,  # noqa: E731
-                                            images, norm, DIRECT_VIEWS).cpu()
-    return MethodOutput(predict=loop_predictor(orch, index), config=ctx.seg_config, logs=fit_logs(fit, config),
-                        views={"direct": loop_predictor(orch, index, ("direct",))},
-                        predict_all_classes=full)
+    return loop_output(ctx, orch, fit, config, NAME, channels)
 
 
 #: the ExperimentConfig fields read beyond the shared ones (``transfer.cell.SHARED_FIELDS``: loss, normalisation, amp
