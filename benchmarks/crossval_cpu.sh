@@ -6,7 +6,8 @@
 # with the same OUT and finished cells are skipped; new methods only add their cells. Across sessions (OUT is gone):
 # RESULTS=docs/results/crossval_cpu_64px.jsonl seeds a new OUT with the committed per-image results, so only the
 # cells missing from it run (a cell's key hashes its configuration and data: a changed setting reruns it).
-# JOBS=2 runs two cells at once (experiment sweep --jobs).
+# JOBS=2 runs two cells at once (experiment sweep --jobs). SETTINGS adds make_config.py overrides, e.g.
+# SETTINGS="dark_gate=0.02" (a setting in the cells' identity gets its own cells beside the others).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DATA="${CXR_DATA:-$HERE/../../shared/data}"
@@ -15,7 +16,7 @@ METHODS="${METHODS:-source_only,histmatch,finetune,scratch,transfer,paper,selftr
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 mkdir -p "$OUT"
 if [ -n "${RESULTS:-}" ] && [ ! -s "$OUT/results.jsonl" ]; then cp "$RESULTS" "$OUT/results.jsonl"; fi
-python "$HERE/make_config.py" "$HERE/configs/cpu_protocol.json" "$OUT/sweep_config.json" "size=$SIZE"
+python "$HERE/make_config.py" "$HERE/configs/cpu_protocol.json" "$OUT/sweep_config.json" "size=$SIZE" ${SETTINGS:-}
 start=$(date +%s)
 cxr-transfer experiment sweep --config "$OUT/sweep_config.json" --source "$DATA/jsrt" --target "$DATA/montgomery" \
   --out "$OUT" --folds "$FOLDS" --methods "$METHODS" --fractions "$FRACTIONS" --seeds "$SEEDS" \

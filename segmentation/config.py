@@ -45,6 +45,8 @@ class SegmentationConfig:
         steps_per_epoch: optimizer steps per epoch; None means one pass over the training images.
         threshold: probability above which a pixel is foreground (multilabel mode).
         postprocess: keep the largest connected components and fill holes when evaluating and predicting.
+        dark_gate: at prediction, pixels within this share of an image's intensity range from its darkest value are
+            background (``segmentation.postprocess.gate_dark``: film padding and air, never anatomy); 0 is off.
         eval_batch_size: images per forward pass at validation and inference.
         grad_clip: clip the gradient norm to this value; None disables clipping.
         checkpoint_every: write ``checkpoints/last.pt`` (and ``best.pt`` when it changed) every this many epochs,
@@ -79,6 +81,7 @@ class SegmentationConfig:
     steps_per_epoch: int | None = None
     threshold: float = 0.5
     postprocess: bool = True
+    dark_gate: float = 0.0
     eval_batch_size: int = 16
     grad_clip: float | None = None
     checkpoint_every: int = 1
@@ -107,6 +110,7 @@ class SegmentationConfig:
         _expect(self.steps_per_epoch is None or self.steps_per_epoch >= 1, "steps_per_epoch >= 1 or None",
                 self.steps_per_epoch)
         _expect(0.0 < self.threshold < 1.0, "threshold in (0, 1)", self.threshold)
+        _expect(0.0 <= self.dark_gate < 1.0, "dark_gate in [0, 1)", self.dark_gate)
         _expect(self.eval_batch_size >= 1, "eval_batch_size >= 1", self.eval_batch_size)
         _expect(self.grad_clip is None or self.grad_clip > 0, "grad_clip > 0 or None", self.grad_clip)
         _expect(self.overlays >= 0, "overlays >= 0", self.overlays)

@@ -19,7 +19,7 @@ from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import from_exclusive
 from segmentation.data.preprocessing import normalize, resize_images
 from segmentation.models import create_segmenter
-from segmentation.postprocess import postprocess_masks
+from segmentation.postprocess import gate_dark, postprocess_masks
 
 SEGMENTER_FORMAT = "cxr-transfer-segmenter/1"
 
@@ -128,7 +128,8 @@ def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: Tenso
     Args:
         models: a segmenter or a list of segmenters trained with the same classes and mode (an ensemble).
         images: ``[N, 1, H, W]`` in ``[0, 1]``, any ``H, W``; on any device (moved to the first model's).
-        config: gives ``size``, ``normalization``, ``mode``, ``eval_batch_size``, ``amp``, ``channels_last``.
+        config: gives ``size``, ``normalization``, ``mode``, ``eval_batch_size``, ``amp``, ``channels_last``,
+            ``dark_gate``.
         batch_size: overrides ``config.eval_batch_size``.
 
     Returns:
@@ -145,7 +146,8 @@ def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: Tenso
     height, width = images.shape[-2:]
     out = []
     for start in range(0, images.shape[0], batch_size):
-        x = resize_images(images[start:start + batch_size].to(device, torch.float32), config.size)
+        batch = images[start:start + batch_size].to(device, torch.float32)
+        x = resize_images(batch, config.size)
         x = _normalize(x, config)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -160,6 +162,7 @@ def predict_probabilities(models: nn.Module | Sequence[nn.Module], images: Tenso
             probs = torch.sigmoid(logits) if config.mode == "multilabel" else torch.softmax(logits, dim=1)
             total = probs if total is None else total + probs
         probs = resize_images(total / len(models), (height, width)).clamp_(0, 1)
+        probs = gate_dark(probs, batch, config.dark_gate, config.mode)
         out.append(probs.to(images.device))
     return torch.cat(out) if out else images.new_zeros((0, config.out_channels, height, width))
 

@@ -4,6 +4,10 @@ Keep the largest ``k`` connected components of each class (two for "lungs" or "c
 for every single organ), then fill holes; count failures as in Holste et al.: a class missing from an image, and
 an image whose class falls apart into more regions than the anatomy has (disconnected regions).
 
+:func:`gate_dark` is a label-free prior applied to probabilities before thresholding: pixels within ``level`` of an
+image's darkest value (as a share of its intensity range) are background. They are film padding or the air beside
+the body, never anatomy; a segmenter trained on images without either (JSRT) marks them as lung otherwise.
+
 Masks are bool ``[N, C, H, W]`` (torch or numpy; the result has the input's type and device). Connected
 components use 8-connectivity by default (a diagonal touch joins two regions).
 """
@@ -21,7 +25,9 @@ __all__ = [
     "DEFAULT_COMPONENTS",
     "component_counts",
     "failure_counts",
+    "dark_pixels",
     "fill_holes",
+    "gate_dark",
     "keep_largest_components",
     "postprocess_masks",
 ]
@@ -85,6 +91,58 @@ def fill_holes(mask: Tensor | np.ndarray) -> np.ndarray:
         ValueError: on a non-2-D mask.
     """
     return ndimage.binary_fill_holes(_as_numpy_2d(mask))
+
+
+def dark_pixels(images: Tensor, level: float) -> Tensor:
+    """Pixels within ``level`` of each image's darkest value, as a share of its range (max - min).
+
+    Args:
+        images: ``[N, 1, H, W]`` in any range.
+        level: share of the range, in ``[0, 1)``; 0 marks only pixels equal to the minimum of an image that is not
+            constant (a constant image has no dark pixels).
+
+    Returns:
+        bool ``[N, 1, H, W]`` on the images' device.
+
+    Raises:
+        ValueError: for a level outside ``[0, 1)`` or images that are not ``[N, 1, H, W]``.
+    """
+    if not 0.0 <= level < 1.0:
+        raise ValueError(f"expected a dark level in [0, 1), got {level}")
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"expected images [N, 1, H, W], got shape {tuple(images.shape)}")
+    flat = images.detach().float().flatten(1)
+    low, high = flat.min(1).values, flat.max(1).values
+    cut = (low + level * (high - low)).view(-1, 1, 1, 1)
+    return (images <= cut) & (high > low).view(-1, 1, 1, 1)
+
+
+def gate_dark(probs: Tensor, images: Tensor, level: float, mode: str = "multilabel") -> Tensor:
+    """Probabilities with the dark pixels of ``images`` (:func:`dark_pixels`) made certain background.
+
+    Args:
+        probs: ``[N, K, H, W]`` (multilabel: one channel per class; multiclass: background first), at the images'
+            height and width.
+        images: ``[N, 1, H, W]``, the images the probabilities are for.
+        level: :func:`dark_pixels`'s level; 0 returns ``probs`` unchanged (the gate is off).
+        mode: ``"multilabel"`` or ``"multiclass"``.
+
+    Returns:
+        A new tensor like ``probs`` (``probs`` itself when ``level`` is 0).
+
+    Raises:
+        ValueError: for mismatched shapes or a bad level.
+    """
+    if level == 0:
+        return probs
+    if probs.shape[0] != images.shape[0] or probs.shape[-2:] != images.shape[-2:]:
+        raise ValueError(f"expected probabilities for the images' {tuple(images.shape[-2:])} pixels, got shape "
+                         f"{tuple(probs.shape)} for images {tuple(images.shape)}")
+    dark = dark_pixels(images, level).to(probs.device)
+    out = probs.masked_fill(dark, 0.0)
+    if mode == "multiclass":
+        out[:, :1] = probs[:, :1].masked_fill(dark, 1.0)
+    return out
 
 
 def _components_per_class(classes: Sequence[str], components: Mapping[str, int] | None) -> list[int]:

@@ -51,6 +51,7 @@ def segmentation_config(exp: ExperimentConfig, iterations: int, lr: float, augme
                               steps_per_epoch=steps, batch_size=exp.transfer.batch_size, lr=lr, augment=augment,
                               normalization=exp.transfer.normalize_mode, seed=exp.seed + seed_offset,
                               device=exp.device, amp=exp.transfer.amp, progress=sys.stderr.isatty(), overlays=0,
+                              dark_gate=exp.dark_gate,
                               # resume checkpoints every ~250 steps, not every 25-step epoch (a U-Net's file with
                               # its optimiser state is ~100 MB at full size, written with an fsync)
                               checkpoint_every=max(1, CHECKPOINT_STEPS // steps))

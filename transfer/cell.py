@@ -43,6 +43,9 @@ OVERLAYS = "overlays.png"
 SHARED_FIELDS = ("method", "fraction", "seed", "classes", "source_classes", "size", "segmenter", "segmenter_kwargs",
                  "source_iterations", "source_lr", "split_seed", "folds", "fold", "max_test", "transfer.normalize_mode",
                  "transfer.loss", "transfer.batch_size", "transfer.amp")
+#: fields in a cell's identity only when they differ from their default, so that the cells measured before they
+#: existed keep their keys
+OPTIONAL_FIELDS = {"dark_gate": 0.0}
 
 
 @lru_cache(maxsize=32)
@@ -70,6 +73,7 @@ def cell_identity(exp: ExperimentConfig) -> dict[str, Any]:
         for part in name.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         identity[name] = value
+    identity.update({name: config[name] for name, default in OPTIONAL_FIELDS.items() if config[name] != default})
     identity["data"] = {"source": _fingerprint(exp.source), "target": _fingerprint(exp.target)}
     return identity
 
@@ -165,10 +169,11 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
         test = target.subset(splits["test"])
         if exp.max_test:
             test = test.subset(list(range(min(exp.max_test, len(test)))))
-        rows = score(output.predict, output.config, test)
+        config = output.config.replace(dark_gate=exp.dark_gate)  # the same gate for every method's predictor
+        rows = score(output.predict, config, test)
         extra = dict(output.logs)
         if output.views:
-            extra["views"] = {name: mean_jaccard(score(view, output.config, test), test.classes)
+            extra["views"] = {name: mean_jaccard(score(view, config, test), test.classes)
                               for name, view in output.views.items()}
         if output.predict_all_classes is not None:
             images = test.images[:8]

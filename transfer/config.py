@@ -163,6 +163,9 @@ class ExperimentConfig:
         compile: ``torch.compile`` the transfer loop's training networks (opt-in: minutes of compilation first, then
             faster steps on a GPU). Like ``device``, neither is part of a cell's identity: the results they give are
             the eager ones to float rounding (tests/transfer/test_speed_paths.py).
+        dark_gate: label-free prior of every method's predictions and pseudo-labels: pixels within this share of an
+            image's intensity range from its darkest value are background (film padding, air beside the body;
+            ``segmentation.postprocess.gate_dark``). 0 is off. Part of a cell's identity only when set.
         transfer: hyper-parameters of the transfer method.
         method_options: the options of other methods, by method name (e.g. ``{"fda": {"beta": 0.01}}``); each
             method reads its own entry into its own typed options (``transfer.methods.base.method_options``).
@@ -193,6 +196,7 @@ class ExperimentConfig:
     device: str = "auto"
     channels_last: bool = True
     compile: bool = False
+    dark_gate: float = 0.0
     transfer: TransferConfig = field(default_factory=TransferConfig)
     method_options: dict = field(default_factory=dict)
 
@@ -209,6 +213,7 @@ class ExperimentConfig:
                             f"{missing} missing; add them to --source-classes")
         _check(self.folds == 0 or self.folds >= 2, f"expected folds 0 (one split) or >= 2, got {self.folds}")
         _check(0 <= self.fold < max(1, self.folds), f"expected 0 <= fold < {max(1, self.folds)}, got {self.fold}")
+        _check(0.0 <= self.dark_gate < 1.0, f"expected 0 <= dark_gate < 1, got {self.dark_gate}")
         for name in ("source_iterations", "finetune_iterations", "max_test"):
             _check(getattr(self, name) >= 0, f"expected {name} >= 0, got {getattr(self, name)}")
 

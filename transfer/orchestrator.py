@@ -56,6 +56,7 @@ from runtime.store import is_stored
 from segmentation.data.augmentation import Augmenter
 from segmentation.data.preprocessing import normalize
 from segmentation.losses import create_loss
+from segmentation.postprocess import gate_dark
 from transfer.config import TransferConfig
 from transfer.prediction import predict_target, predict_views
 from transfer.steps import (
@@ -246,6 +247,8 @@ class TransferOrchestrator:
             randomness should come from the global generator, which checkpoints save. None: the images as drawn.
         compile: ``torch.compile`` the training networks (``runtime.device.compile_networks``); the EMA copies that
             predict, select and teach stay eager. Checkpoints are the same files either way.
+        dark_gate: pseudo-labels make the dark pixels of each target image certain background
+            (``segmentation.postprocess.gate_dark`` at this level); 0: the teacher's probabilities as they are.
     """
 
     def __init__(self, translator: nn.Module, segmenter: nn.Module, config: TransferConfig,
@@ -255,7 +258,7 @@ class TransferOrchestrator:
                  monitor: TranslationMonitor | None = None, overlay: tuple[Tensor, Tensor | None] | None = None,
                  report: Callable[[str], None] | None = None, train_translator: bool = True,
                  source_appearance: nn.Module | None = None, channels_last: bool = False,
-                 compile: bool = False) -> None:
+                 compile: bool = False, dark_gate: float = 0.0) -> None:
         if channels_last:  # in place, before the optimizers see the parameters (no DDP wrapper in this loop)
             translator.to(memory_format=torch.channels_last)
             segmenter.to(memory_format=torch.channels_last)
@@ -274,6 +277,7 @@ class TransferOrchestrator:
         self.report = report
         self.train_translator = train_translator
         self.source_appearance = source_appearance
+        self.dark_gate = dark_gate
         self.iteration_count = 0
         self.weights = SupervisedWeights(source=config.weight_source, cycle=config.weight_cycle,
                                          target=config.weight_target, pseudo=config.weight_pseudo)
@@ -366,7 +370,7 @@ class TransferOrchestrator:
                     probs = torch.sigmoid(predict_target(teacher_t, teacher_s, b, self.normalize))
                 else:  # pseudo-labels from a view average of the teacher models
                     probs = predict_views(teacher_t, teacher_s, b, self.normalize, c.pseudo_views)
-            probs = probs.float()
+            probs = gate_dark(probs.float(), b, self.dark_gate)
             batch.b_unlabelled = b
             batch.pseudo = (probs > 0.5).float()
             batch.pseudo_weight = ((probs > c.pseudo_threshold) | (probs < 1 - c.pseudo_threshold)).float()

@@ -160,7 +160,7 @@ def source_model(exp: ExperimentConfig, source: CXRData, device: torch.device) -
     if on_main(path.is_file):
         model, saved, _ = load_segmenter(path, map_location=device)
         mine, theirs = config_to_dict(config), config_to_dict(saved)
-        different = sorted(k for k in mine if k not in ("device", "progress", "checkpoint_every")
+        different = sorted(k for k in mine if k not in ("device", "progress", "checkpoint_every", "dark_gate")
                            and mine[k] != theirs.get(k))
         if different:
             raise ValueError(f"expected the cached source segmenter {path} to match this experiment, got different "

@@ -114,3 +114,39 @@ def test_reference_masks_have_the_default_anatomy(real_data):
         counts = P.failure_counts(masks, classes)
         assert counts["images_with_failure"] == 0, (dataset, counts)
         assert np.array_equal(P.postprocess_masks(masks, classes), masks)
+
+
+def _padded(n: int = 2, size: int = 16) -> torch.Tensor:
+    """Radiograph-like images: a bright field in [0.3, 0.9] and a black padding of the last 4 columns."""
+    g = torch.Generator().manual_seed(0)
+    x = 0.3 + 0.6 * torch.rand(n, 1, size, size, generator=g)
+    x[..., -4:] = 0.0
+    return x
+
+
+def test_dark_pixels_are_the_padding_and_nothing_of_the_field():
+    x = _padded()
+    dark = P.dark_pixels(x, 0.02)
+    assert dark.shape == x.shape and dark.dtype == torch.bool
+    assert dark[..., -4:].all() and not dark[..., :-4].any()
+    assert not P.dark_pixels(torch.full((1, 1, 4, 4), 0.5), 0.1).any()  # a constant image has no dark pixels
+    lifted = x * 0.5 + 0.2  # the padding at 0.2 is still the bottom of the range
+    assert torch.equal(P.dark_pixels(lifted, 0.02), dark)
+    with pytest.raises(ValueError, match=r"expected a dark level in \[0, 1\), got 1.0"):
+        P.dark_pixels(x, 1.0)
+    with pytest.raises(ValueError, match=r"expected images \[N, 1, H, W\], got shape \(16, 16\)"):
+        P.dark_pixels(x[0, 0], 0.02)
+
+
+def test_gate_dark_makes_dark_pixels_certain_background():
+    x = _padded()
+    probs = torch.full((2, 1, 16, 16), 0.8)
+    gated = P.gate_dark(probs, x, 0.02)
+    assert torch.equal(gated[..., -4:], torch.zeros(2, 1, 16, 4)) and torch.equal(gated[..., :-4], probs[..., :-4])
+    assert P.gate_dark(probs, x, 0.0) is probs  # 0 is off
+    multi = torch.softmax(torch.randn(2, 3, 16, 16), 1)  # background first
+    m = P.gate_dark(multi, x, 0.02, "multiclass")
+    assert torch.equal(m[:, 0, :, -4:], torch.ones(2, 16, 4)) and not m[:, 1:, :, -4:].any()
+    assert torch.equal(m[..., :-4], multi[..., :-4])
+    with pytest.raises(ValueError, match=r"expected probabilities for the images' \(16, 16\) pixels"):
+        P.gate_dark(probs[..., :8], x, 0.02)

@@ -89,6 +89,7 @@ class Threshold(nn.Module):
     ({"scheduler": "plateau"}, "expected a patience with scheduler='plateau'"),
     ({"mode": "multiclass", "mixup_alpha": 0.4}, "expected mixup_alpha = 0 with mode 'multiclass'"),
     ({"model_kwargs": {"out_channels": 3}}, "expected model_kwargs without in_channels/out_channels"),
+    ({"dark_gate": 1.0}, r"expected dark_gate in \[0, 1\), got 1.0"),
 ])
 def test_config_rejects_bad_arguments(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -111,6 +112,19 @@ def test_predict_masks_hand_computed_and_any_size():
     assert masks[..., 14:].all() and not masks[..., :10].any()  # away from the resampled edge
     with pytest.raises(ValueError, match=r"expected images as a tensor \[N, 1, H, W\], got \(3, 40, 24\)"):
         predict_masks(Threshold(), images[:, 0], config)
+
+
+def test_the_dark_gate_removes_the_padding_from_predictions_and_travels_with_the_model(tmp_path):
+    config = tiny_config(classes=("lungs",), normalization="none", size=16, dark_gate=0.02)
+    images = torch.full((2, 1, 32, 32), 0.6)
+    images[..., :8] = 0.0  # black film padding, which the model calls foreground
+    confident = Threshold(bias=5.0, weight=0.0)  # foreground everywhere
+    gated = predict_probabilities(confident, images, config)
+    assert not gated[..., :8].any() and (gated[..., 8:] > 0.99).all()
+    assert (predict_probabilities(confident, images, config.replace(dark_gate=0.0))[..., :8] > 0.99).all()
+    model = build_segmenter(config)
+    _, loaded, _ = load_segmenter(save_segmenter(model, tmp_path / "model.pt", config, {}))
+    assert loaded.dark_gate == 0.02
 
 
 def test_ensemble_averages_probabilities_then_thresholds():

@@ -7,10 +7,12 @@ import json
 import pytest
 import torch
 
-from segmentation.data.dataset import load_dataset
-from transfer.cell import cell_dir, cell_key, run_cell
+from segmentation.config import SegmentationConfig
+from segmentation.data.dataset import CXRData, load_dataset
+from transfer.cell import cell_dir, cell_identity, cell_key, run_cell
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods import METHODS, CellContext, Method, MethodOutput, get_method
+from transfer.methods.base import score
 from transfer.report import write_report
 from transfer.results import read_results
 from transfer.sweep import run_sweep
@@ -45,6 +47,25 @@ def test_a_toy_method_added_to_the_registry_runs_in_a_sweep(folders, tmp_path, m
                                                          ["test"]).masks
     assert toy[0]["jaccard"] == pytest.approx(float(masks.mean(dim=(1, 2, 3)).mean()), abs=1e-6)
     assert "constant" in write_report(tmp_path / "sweep")["markdown"].read_text()
+
+
+def test_the_dark_gate_scores_every_predictor_without_the_padding_and_keys_only_when_set(folders, tmp_path):
+    images = torch.full((2, 1, 16, 16), 0.5)
+    images[..., 12:] = 0.0  # black padding
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[..., 2:10, 2:6] = 1.0  # 32 lung pixels inside the 192-pixel field
+    data = CXRData(images=images, masks=masks, ids=["x", "y"], classes=("lungs",))
+    config = SegmentationConfig(classes=("lungs",), size=16)
+    everywhere = lambda x: torch.full((len(x), 1, *x.shape[-2:]), 0.9)  # noqa: E731
+    assert [r["jaccard/lungs"] for r in score(everywhere, config, data)] == pytest.approx([32 / 256] * 2)
+    gated = score(everywhere, config.replace(dark_gate=0.02), data)
+    assert [r["jaccard/lungs"] for r in gated] == pytest.approx([32 / 192] * 2)
+    base = _base(folders, tmp_path)
+    assert "dark_gate" not in cell_identity(base)  # cells measured before the gate keep their keys
+    assert cell_identity(base.replace(dark_gate=0.02))["dark_gate"] == 0.02
+    assert cell_key(base.replace(dark_gate=0.02)) != cell_key(base)
+    with pytest.raises(ValueError, match=r"expected 0 <= dark_gate < 1, got 1.5"):
+        base.replace(dark_gate=1.5)
 
 
 def test_unknown_method_lists_the_registered_ones():

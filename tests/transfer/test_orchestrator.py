@@ -9,6 +9,7 @@ import torch
 
 from runtime.checkpoint import load_checkpoint
 from runtime.config import config_from_dict
+from segmentation.postprocess import gate_dark
 from transfer.config import REMOVED, ExperimentConfig, TransferConfig, without_removed
 from transfer.orchestrator import EMA, ForeverIterator, TransferOrchestrator
 from transfer.prediction import predict_views
@@ -220,6 +221,24 @@ def test_pseudo_labels_from_a_view_average(toys):
     assert torch.equal(batch.pseudo_weight, ((probs > 0.6) | (probs < 0.4)).float())
     with pytest.raises(ValueError, match="expected pseudo_views to be a non-empty subset"):
         TransferConfig(pseudo_views=())
+
+
+def test_pseudo_labels_make_dark_pixels_certain_background(toys):
+    a, ya, b, _ = _data()
+    b = b.clone()
+    b[..., :2] = -1.0  # the darkest columns of every target image: film padding
+    Translator, Segmenter, loss, norm = toys
+    torch.manual_seed(1)
+    orch = TransferOrchestrator(Translator(), Segmenter(), CONFIG.replace(pseudo_threshold=0.6), loss_fn=loss,
+                                normalize=norm, dark_gate=0.02)
+    orch.fit(a, ya, b, None)
+    batch = orch._supervised_batch()
+    probs = predict_views(orch.ema_translator.module, orch.ema_segmenter.module, batch.b_unlabelled, orch.normalize,
+                          CONFIG.pseudo_views)
+    gated = gate_dark(probs, batch.b_unlabelled, 0.02)
+    assert not batch.pseudo[..., :2].any() and batch.pseudo_weight[..., :2].all()
+    assert torch.equal(batch.pseudo, (gated > 0.5).float())
+    assert torch.equal(batch.pseudo_weight, ((gated > 0.6) | (gated < 0.4)).float())
 
 
 class _Flip(torch.nn.Module):

@@ -19,6 +19,7 @@ from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import CXRData
 from segmentation.inference import predict_probabilities, probabilities_to_masks
 from segmentation.metrics import evaluate_masks
+from segmentation.postprocess import gate_dark
 from transfer.config import ExperimentConfig
 from transfer.protocol import TargetView
 
@@ -141,12 +142,14 @@ SCORE_CHUNK = 256
 
 
 def score(predict: Predictor, config: SegmentationConfig, data: CXRData) -> list[dict[str, Any]]:
-    """Per-image metric rows (with ``id``) of a predictor's masks against ``data``'s masks, ``SCORE_CHUNK`` images
-    at a time (bounded memory for a test set of any size; streamed sets are read chunk by chunk)."""
+    """Per-image metric rows (with ``id``) of a predictor's masks against ``data``'s masks (``config.dark_gate``
+    applied to its probabilities), ``SCORE_CHUNK`` images at a time (bounded memory for a test set of any size; streamed sets are read chunk by chunk)."""
     rows = []
     for begin in range(0, len(data), SCORE_CHUNK):
         end = min(len(data), begin + SCORE_CHUNK)
-        masks = probabilities_to_masks(predict(data.images[begin:end]).cpu(), config)
+        images = data.images[begin:end]
+        probs = gate_dark(predict(images).cpu(), images, config.dark_gate, config.mode)
+        masks = probabilities_to_masks(probs, config)
         rows += evaluate_masks(masks.cpu(), data.masks[begin:end].cpu() > 0.5, data.classes,
                                spacing_mm=None if data.spacing_mm is None else data.spacing_mm[begin:end])
     return [{"id": i, **r} for i, r in zip(data.ids, rows)]

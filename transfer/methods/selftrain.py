@@ -197,7 +197,7 @@ def self_train(ctx: CellContext, config: TransferConfig, start: nn.Module, sourc
     orch = TransferOrchestrator(IdentityTranslator().to(ctx.device), copy.deepcopy(start).to(ctx.device), config,
                                 normalize=norm, run_dir=run_dir, target_channels=target_channels, overlay=overlay,
                                 show_progress=sys.stderr.isatty(), report=report_line, train_translator=False,
-                                source_appearance=source_appearance,
+                                source_appearance=source_appearance, dark_gate=ctx.exp.dark_gate,
                                 channels_last=use_channels_last(ctx.device, ctx.exp.channels_last),
                                 compile=ctx.exp.compile)
     fit = orch.fit(train.images, train.masks, pool, pairs, selector, resume=True)

@@ -77,7 +77,8 @@ def adapt(ctx: CellContext, config: TransferConfig) -> MethodOutput:
     orch = TransferOrchestrator(build_translator(exp, device), copy.deepcopy(ctx.m_a_full).to(device), config,
                                 normalize=norm, run_dir=run, target_channels=channels, monitor=monitor,
                                 overlay=overlay, show_progress=sys.stderr.isatty(), report=report_line,
-                                channels_last=use_channels_last(device, exp.channels_last), compile=exp.compile)
+                                channels_last=use_channels_last(device, exp.channels_last), compile=exp.compile,
+                                dark_gate=exp.dark_gate)
     fit = orch.fit(src_train.images, src_train.masks, unlabelled, labelled, selector, warmup_cache=path,
                    warmup_key=key, resume=True)
     if is_main_process():
