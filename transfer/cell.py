@@ -43,8 +43,8 @@ OVERLAYS = "overlays.png"
 SHARED_FIELDS = ("method", "fraction", "seed", "classes", "source_classes", "size", "segmenter", "segmenter_kwargs",
                  "source_iterations", "source_lr", "split_seed", "folds", "fold", "max_test", "transfer.normalize_mode",
                  "transfer.loss", "transfer.batch_size", "transfer.amp")
-#: fields in a cell's identity only when they differ from their default, so that the cells measured before they
-#: existed keep their keys
+#: fields in a cell's identity only when they differ from the value every cell had before the field existed (absent
+#: means that value), so that the cells measured then keep their keys
 OPTIONAL_FIELDS = {"dark_gate": 0.0}
 
 

@@ -10,7 +10,7 @@ import torch
 from segmentation.config import SegmentationConfig
 from segmentation.data.dataset import CXRData, load_dataset
 from transfer.cell import cell_dir, cell_identity, cell_key, run_cell
-from transfer.config import ExperimentConfig, TransferConfig
+from transfer.config import DARK_GATE, ExperimentConfig, TransferConfig
 from transfer.methods import METHODS, CellContext, Method, MethodOutput, get_method
 from transfer.methods.base import score
 from transfer.report import write_report
@@ -38,8 +38,9 @@ def _constant(ctx: CellContext) -> MethodOutput:
 
 def test_a_toy_method_added_to_the_registry_runs_in_a_sweep(folders, tmp_path, monkeypatch):
     monkeypatch.setitem(METHODS, "constant", Method("constant", _constant, "everything is lung"))
-    rows = run_sweep(_base(folders, tmp_path / "sweep"), ("constant", "source_only"), (0.0, 0.5), (0,),
-                     log=lambda m: None)
+    # without the dark gate (tested below), the constant mask's Jaccard is known exactly
+    rows = run_sweep(_base(folders, tmp_path / "sweep").replace(dark_gate=0.0), ("constant", "source_only"), (0.0, 0.5),
+                     (0,), log=lambda m: None)
     toy = sorted((r for r in rows if r["method"] == "constant"), key=lambda r: r["fraction"])
     assert [r["fraction"] for r in toy] == [0.0, 0.5] and toy[0]["n_seen"] == 0 and toy[1]["n_seen"] >= 1
     # the constant mask covers the image: its Jaccard is the lung share of each test image
@@ -61,9 +62,10 @@ def test_the_dark_gate_scores_every_predictor_without_the_padding_and_keys_only_
     gated = score(everywhere, config.replace(dark_gate=0.02), data)
     assert [r["jaccard/lungs"] for r in gated] == pytest.approx([32 / 192] * 2)
     base = _base(folders, tmp_path)
-    assert "dark_gate" not in cell_identity(base)  # cells measured before the gate keep their keys
-    assert cell_identity(base.replace(dark_gate=0.02))["dark_gate"] == 0.02
-    assert cell_key(base.replace(dark_gate=0.02)) != cell_key(base)
+    assert base.dark_gate == DARK_GATE > 0 and cell_identity(base)["dark_gate"] == DARK_GATE
+    off = base.replace(dark_gate=0.0)
+    assert "dark_gate" not in cell_identity(off)  # the cells measured before the gate (all without it) keep their keys
+    assert cell_key(off) != cell_key(base)
     with pytest.raises(ValueError, match=r"expected 0 <= dark_gate < 1, got 1.5"):
         base.replace(dark_gate=1.5)
 
