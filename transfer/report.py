@@ -214,10 +214,16 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
     """Per label fraction: the method with the best mean Jaccard (with the methods that made the very same
     predictions, e.g. ``semisup`` when it kept fine-tuning in every fold), its margin (mean paired difference, points)
     and Wilcoxon p-value over the next different method, fine-tuning and source-only, its failures, and a sentence
-    saying what to use. A margin counts as a gain only below :data:`SIGNIFICANT`."""
+    saying what to use. A margin counts as a gain only below :data:`SIGNIFICANT`.
+
+    Only the methods scored on as many test images as the most complete one compete: a method with fewer (a sweep
+    still running) is named in ``incomplete`` and in the sentence, not ranked, since its mean is over other images."""
     out = []
     for fraction in sorted({float(e["fraction"]) for e in summary}):
-        entries = sorted((e for e in summary if float(e["fraction"]) == fraction), key=lambda e: -e["jaccard_mean"])
+        at = [e for e in summary if float(e["fraction"]) == fraction]
+        full = max(e["n_images"] for e in at)
+        entries = sorted((e for e in at if e["n_images"] == full), key=lambda e: -e["jaccard_mean"])
+        unfinished = [e for e in at if e["n_images"] < full]
         ranked = [e["method"] for e in entries]
         best = ranked[0]
         entry: dict[str, Any] = {"fraction": fraction, "best": best, "jaccard_mean": entries[0]["jaccard_mean"],
@@ -242,7 +248,12 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
         sentence = f"with {labels} use {name}: " + ", ".join(parts) if parts else f"with {labels} use {name}"
         if parts and entry["next_p"] >= SIGNIFICANT:
             sentence += f"; not a significant gain over {entry['next_method']} (p >= {SIGNIFICANT})"
-        entry["sentence"] = sentence + f"; {entry.get('failures', 0)} failed image(s)."
+        sentence += f"; {entry.get('failures', 0)} failed image(s)"
+        entry["incomplete"] = ",".join(f"{e['method']}:{e['n_images']}" for e in unfinished)
+        if unfinished:
+            sentence += "; not compared (scored on fewer test images): " + ", ".join(
+                f"{e['method']} ({e['n_images']} of {full})" for e in unfinished)
+        entry["sentence"] = sentence + "."
         out.append(entry)
     return out
 

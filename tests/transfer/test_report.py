@@ -115,3 +115,14 @@ def test_recommendation_and_attribution_on_a_hand_made_table():
     (attribution,) = [a for a in attribution_rows(rows) if a["method"] == "transfer"]
     assert attribution["control"] == "selftrain" and attribution["difference"] == pytest.approx(-0.035)
     assert attribution["p_value"] == pytest.approx(2 / 64) and attribution["n"] == 6
+
+
+def test_a_method_scored_on_fewer_images_is_named_not_ranked():
+    rows = [_row("source_only", 0.0, 0, [0.5, 0.6, 0.7, 0.5, 0.6, 0.7]),
+            _row("selftrain", 0.0, 0, [0.80, 0.85, 0.90, 0.75, 0.80, 0.85])]
+    partial = _row("fda", 0.0, 0, [0.95, 0.95])  # a sweep still running: two of the six test images
+    partial["per_image"] = {"id": IDS[:2], "jaccard": [0.95, 0.95], "dice": [0.97, 0.97]}
+    (advice,) = recommendations(rows + [partial], summarize_results(rows + [partial]))
+    assert advice["best"] == "selftrain" and advice["next_method"] == "source_only"
+    assert advice["incomplete"] == "fda:2"
+    assert advice["sentence"].endswith("; not compared (scored on fewer test images): fda (2 of 6).")
