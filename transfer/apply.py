@@ -15,6 +15,7 @@ from segmentation.config import SegmentationConfig
 from segmentation.data.io import IMAGE_SUFFIXES, read_image, to_unit, write_png
 from segmentation.data.preprocessing import normalize, resize_images
 from segmentation.inference import load_segmenter, probabilities_to_masks
+from segmentation.postprocess import gate_dark
 from transfer.methods.transfer import ADAPTED_SEGMENTER, ADAPTED_TRANSLATOR
 from transfer.prediction import predict_views
 from transfer.report import write_overlays
@@ -68,6 +69,7 @@ def predict_folder(model_dir: str | os.PathLike, images: str | os.PathLike, out:
         x = resize_images(image, config.size).to(dev)
         probs = predict_views(translator, segmenter, x, lambda t: normalize(t, config.normalization), views)
         probs = resize_images(probs.cpu(), tuple(image.shape[-2:])).clamp(0, 1)
+        probs = gate_dark(probs, image, config.dark_gate, config.mode)  # the gate the cell was scored with
         masks = probabilities_to_masks(probs, config)
         for k, name in enumerate(config.classes):
             write_png(Path(out) / name / f"{path.stem}.png", masks[0, k].numpy().astype(np.uint8) * 255)

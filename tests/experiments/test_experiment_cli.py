@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 from click.testing import CliRunner
 
 from experiments.cli import cli
@@ -134,3 +135,31 @@ def test_transfer_predict_writes_masks_at_image_size(tmp_path):
     missing = CliRunner().invoke(cli, ["transfer", "predict", "--model", str(images), "--images", str(images),
                                        "--out", str(tmp_path / "o2")])
     assert missing.exit_code == 1 and "translator.pt is missing" in missing.output
+
+
+def test_transfer_predict_applies_the_dark_gate_of_the_model_file(tmp_path):
+    from segmentation.data.io import read_mask, write_png
+    from segmentation.training import SegmentationConfig, build_segmenter, save_segmenter
+    from translation import create_translator, save_translator
+
+    model_dir = tmp_path / "model"
+    save_translator(create_translator("cyclegan", "tiny"), model_dir / "translator.pt",
+                    {"image_size": 32, "normalization": "x*2-1", "domains": {}, "checksums": {}})
+    images = tmp_path / "images"
+    picture = np.full((40, 48), 150, dtype=np.uint8)
+    picture[:, :12] = 0  # black film padding
+    write_png(images / "x.png", picture)
+    for gate in (0.0, 0.02):
+        config = SegmentationConfig(model="unet", model_kwargs={"depth": 2, "base_channels": 4}, size=32,
+                                    classes=("lungs",), progress=False, dark_gate=gate)
+        model = build_segmenter(config)
+        last = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, 10.0)  # lung everywhere, padding included
+        save_segmenter(model, model_dir / "segmenter.pt", config)
+        out = tmp_path / f"out{gate}"
+        result = _invoke("transfer", "predict", "--model", str(model_dir), "--images", str(images), "--out", str(out),
+                         "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        mask = read_mask(out / "lungs" / "x.png")
+        assert mask[:, 14:].all() and (mask[:, :12].any() if gate == 0 else not mask[:, :12].any())
