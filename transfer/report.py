@@ -217,8 +217,11 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
     saying what to use. A margin counts as a gain only below :data:`SIGNIFICANT`.
 
     Only the methods scored on as many test images as the most complete one compete: a method with fewer (a sweep
-    still running) is named in ``incomplete`` and in the sentence, not ranked, since its mean is over other images."""
+    still running) is named in ``incomplete`` and in the sentence, not ranked, since its mean is over other images.
+    With labels, the best method is also set against the best one with no labels when that one uses target images
+    (``label_free_*``; the label-free baselines already compete on every row): a user with labels may still run it."""
     out = []
+    label_free = None
     for fraction in sorted({float(e["fraction"]) for e in summary}):
         at = [e for e in summary if float(e["fraction"]) == fraction]
         full = max(e["n_images"] for e in at)
@@ -248,6 +251,18 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
         sentence = f"with {labels} use {name}: " + ", ".join(parts) if parts else f"with {labels} use {name}"
         if parts and entry["next_p"] >= SIGNIFICANT:
             sentence += f"; not a significant gain over {entry['next_method']} (p >= {SIGNIFICANT})"
+        if fraction == 0 and best not in _fraction_free():
+            label_free = best
+        elif label_free is not None and best != label_free:
+            test = _versus_label_free(rows, best, fraction, label_free)
+            if test is not None:
+                entry.update({"label_free_method": label_free, "label_free_difference": test["difference"],
+                              "label_free_p": test["p_value"]})
+                sentence += f"; {100 * test['difference']:+.2f} over {label_free} with no labels " \
+                            f"(p = {test['p_value']:.2g})"
+                if test["difference"] < 0:  # the labels do not pay: say so first
+                    sentence = f"with {labels} use {label_free} without them (the labels do not pay); else " + \
+                        "use " + sentence[len(f"with {labels} use "):]
         sentence += f"; {entry.get('failures', 0)} failed image(s)"
         entry["incomplete"] = ",".join(f"{e['method']}:{e['n_images']}" for e in unfinished)
         if unfinished:
@@ -256,6 +271,19 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
         entry["sentence"] = sentence + "."
         out.append(entry)
     return out
+
+
+def _versus_label_free(rows: Sequence[Mapping[str, Any]], method: str, fraction: float,
+                       label_free: str) -> dict[str, float] | None:
+    """``method`` at ``fraction`` against ``label_free`` at 0%, paired over their common test images."""
+    f = 0.0 if method in _fraction_free() else fraction
+    x = per_image([r for r in rows if r["method"] == method and float(r["fraction"]) == f], "jaccard")
+    y = per_image([r for r in rows if r["method"] == label_free and float(r["fraction"]) == 0.0], "jaccard")
+    keys = sorted(set(x) & set(y))
+    if not keys:
+        return None
+    test = wilcoxon_test([x[k] for k in keys], [y[k] for k in keys])
+    return {"difference": float(np.mean([x[k] - y[k] for k in keys])), "p_value": test["p_value"]}
 
 
 def attribution_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

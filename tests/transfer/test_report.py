@@ -126,3 +126,17 @@ def test_a_method_scored_on_fewer_images_is_named_not_ranked():
     assert advice["best"] == "selftrain" and advice["next_method"] == "source_only"
     assert advice["incomplete"] == "fda:2"
     assert advice["sentence"].endswith("; not compared (scored on fewer test images): fda (2 of 6).")
+
+
+def test_with_labels_the_best_method_is_set_against_the_best_one_without():
+    selftrain = [0.80, 0.85, 0.90, 0.75, 0.80, 0.85]
+    rows = [_row("source_only", 0.0, 0, [0.5, 0.6, 0.7, 0.5, 0.6, 0.7]),
+            _row("selftrain", 0.0, 0, selftrain),
+            _row("finetune", 0.05, 0, [v - d for v, d in zip(selftrain, (0.01, 0.02, 0.03, 0.04, 0.05, 0.06))])]
+    zero, five = recommendations(rows, summarize_results(rows))
+    assert zero["best"] == "selftrain" and "label_free_method" not in zero
+    assert five["best"] == "finetune" and five["label_free_method"] == "selftrain"
+    assert five["label_free_difference"] == pytest.approx(-0.035) and five["label_free_p"] == pytest.approx(2 / 64)
+    assert "; -3.50 over selftrain with no labels (p = 0.031)" in five["sentence"]
+    assert five["sentence"].startswith("with 5% labels use selftrain without them (the labels do not pay); else "
+                                       "use finetune: ")
