@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     for fold in range(exp.folds):
         val = target.subset(cell_splits(exp.replace(fold=fold), target.ids)["val"])
         off = _scores(model, config.replace(dark_gate=0.0), val.images, val.masks, classes)
-        fold_row = {"fold": fold, "n_val": len(val), "off": float(off.mean()), "off_failures": int((off < FAILURE).sum())}
+        fold_row = {"fold": fold, "n_val": len(val), "off": float(off.mean()),
+                    "off_failures": int((off < FAILURE).sum())}
         for level in levels:
             on = _scores(model, config.replace(dark_gate=level), val.images, val.masks, classes)
             fold_row[str(level)] = float(on.mean())

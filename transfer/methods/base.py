@@ -143,7 +143,8 @@ SCORE_CHUNK = 256
 
 def score(predict: Predictor, config: SegmentationConfig, data: CXRData) -> list[dict[str, Any]]:
     """Per-image metric rows (with ``id``) of a predictor's masks against ``data``'s masks (``config.dark_gate``
-    applied to its probabilities), ``SCORE_CHUNK`` images at a time (bounded memory for a test set of any size; streamed sets are read chunk by chunk)."""
+    applied to its probabilities), ``SCORE_CHUNK`` images at a time (bounded memory for a test set of any size;
+    streamed sets are read chunk by chunk)."""
     rows = []
     for begin in range(0, len(data), SCORE_CHUNK):
         end = min(len(data), begin + SCORE_CHUNK)
