@@ -194,14 +194,15 @@ ATTRIBUTION = (("transfer", "selftrain", "translation (transfer vs the same loop
 
 
 def paired(rows: Sequence[Mapping[str, Any]], a: str, b: str, fraction: float,
-           metric: str = "jaccard") -> dict[str, float] | None:
-    """Method ``a`` against ``b`` at ``fraction``, paired over the test images both scored (seed-averaged): the mean
-    difference, the Wilcoxon p-value and the number of images; None when they share no image."""
-    def cell(method: str) -> dict[str, float]:
-        f = 0.0 if method in _fraction_free() else fraction
+           metric: str = "jaccard", b_fraction: float | None = None) -> dict[str, float] | None:
+    """Method ``a`` against ``b`` at ``fraction`` (``b`` at ``b_fraction`` when given), paired over the test images
+    both scored (seed-averaged): the mean difference, the Wilcoxon p-value and the number of images; None when they
+    share no image."""
+    def cell(method: str, at: float) -> dict[str, float]:
+        f = 0.0 if method in _fraction_free() else at
         return per_image([r for r in rows if r["method"] == method and float(r["fraction"]) == f], metric)
 
-    x, y = cell(a), cell(b)
+    x, y = cell(a, fraction), cell(b, fraction if b_fraction is None else b_fraction)
     keys = sorted(set(x) & set(y))
     if not keys:
         return None
@@ -254,7 +255,7 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
         if fraction == 0 and best not in _fraction_free():
             label_free = best
         elif label_free is not None and best != label_free:
-            test = _versus_label_free(rows, best, fraction, label_free)
+            test = paired(rows, best, label_free, fraction, b_fraction=0.0)
             if test is not None:
                 entry.update({"label_free_method": label_free, "label_free_difference": test["difference"],
                               "label_free_p": test["p_value"]})
@@ -271,19 +272,6 @@ def recommendations(rows: Sequence[Mapping[str, Any]], summary: Sequence[Mapping
         entry["sentence"] = sentence + "."
         out.append(entry)
     return out
-
-
-def _versus_label_free(rows: Sequence[Mapping[str, Any]], method: str, fraction: float,
-                       label_free: str) -> dict[str, float] | None:
-    """``method`` at ``fraction`` against ``label_free`` at 0%, paired over their common test images."""
-    f = 0.0 if method in _fraction_free() else fraction
-    x = per_image([r for r in rows if r["method"] == method and float(r["fraction"]) == f], "jaccard")
-    y = per_image([r for r in rows if r["method"] == label_free and float(r["fraction"]) == 0.0], "jaccard")
-    keys = sorted(set(x) & set(y))
-    if not keys:
-        return None
-    test = wilcoxon_test([x[k] for k in keys], [y[k] for k in keys])
-    return {"difference": float(np.mean([x[k] - y[k] for k in keys])), "p_value": test["p_value"]}
 
 
 def attribution_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
