@@ -132,7 +132,7 @@ def run_cell(exp: ExperimentConfig, source: CXRData | None = None, target: CXRDa
     """
     method = get_method(exp.method)
     if method.needs_labels and exp.fraction == 0:
-        raise ValueError(f"expected fraction > 0 for method {exp.method!r} (it trains on target labels only), got 0")
+        raise ValueError(f"expected fraction > 0 for method {exp.method!r} (it needs target labels), got 0")
     check_distributed([exp.method])
     run = cell_dir(exp)
     done = run / "metrics.json"

@@ -150,7 +150,7 @@ def build_config(method: str | None, fraction: float | None, seed: int | None, o
     except (ValueError, TypeError) as err:
         raise click.BadParameter(str(err), param_hint="--config") from None
     if method_spec.needs_labels and config.fraction == 0:
-        raise click.BadParameter(f"expected --fraction > 0 for {config.method}: it trains on target labels only, "
+        raise click.BadParameter(f"expected --fraction > 0 for {config.method}: it needs target labels, "
                                  "so it is undefined at 0", param_hint="--fraction")
     return config
 

@@ -104,3 +104,15 @@ def learning_folders(folders):
     write_phantom_dataset(folders / "b60", 60, 32, "b", 1)
     return folders
 
+
+
+@pytest.fixture(scope="session")
+def phantom_folders(tmp_path_factory):
+    """Domain a (48 images) -> domain b (80 images; 48 train, 16 validation, 16 held-out test), anatomy seeds 0 and
+    200: M_A fails on b here (source-only mean Jaccard below 0.6); the self-training methods' learning tests."""
+    from segmentation.data.phantoms import write_phantom_dataset
+
+    root = tmp_path_factory.mktemp("selftrain_learning")
+    write_phantom_dataset(root / "a", 48, 32, "a", 0)
+    write_phantom_dataset(root / "b", 80, 32, "b", 200)
+    return root

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 import transfer.methods
-from segmentation.data.phantoms import write_phantom_dataset
 from transfer.cell import cell_dir, cell_key
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods import Method, selftrain
@@ -126,17 +125,9 @@ def test_an_interrupted_cell_resumes_to_the_uninterrupted_result(folders, tmp_pa
     assert metrics[1]["history"] == pytest.approx(metrics[0]["history"]) and metrics[1]["iterations"] == 4
 
 
-@pytest.fixture(scope="module")
-def phantom_folders(tmp_path_factory):
-    """Domain a (48 images) -> domain b (80 images; 48 train, 16 validation, 16 held-out test), anatomy seeds 0 and
-    200: M_A fails on b here (source-only mean Jaccard below 0.6)."""
-    root = tmp_path_factory.mktemp("selftrain_learning")
-    write_phantom_dataset(root / "a", 48, 32, "a", 0)
-    write_phantom_dataset(root / "b", 80, 32, "b", 200)
-    return root
 
-
-def test_selftrain_and_augselftrain_beat_source_only_where_m_a_fails_on_the_target(phantom_folders, tmp_path, monkeypatch):
+def test_selftrain_and_augselftrain_beat_source_only_where_m_a_fails_on_the_target(phantom_folders, tmp_path,
+                                                                                     monkeypatch):
     # 0% labels, 32 px, M_A a depth-3 U-Net with 8 base channels trained 200 steps on a; the transfer loop's budget
     # here is 60 iterations (batch 8, EMA 0.95, pseudo-labels after 30%, the default threshold, teacher, augmentation
     # and shape_cycle selection). Measured through the sweep, mean Jaccard on the 16 held-out b test images:

@@ -10,7 +10,6 @@ import torch
 
 import transfer.methods
 from segmentation.data.dataset import CXRData
-from segmentation.data.phantoms import write_phantom_dataset
 from transfer.cell import cell_dir, cell_key
 from transfer.config import ExperimentConfig, TransferConfig
 from transfer.methods import selftrain, semisup
@@ -105,15 +104,6 @@ def test_the_cell_identity_holds_what_semisup_reads(folders, tmp_path, registere
         assert cell_key(changed) != cell_key(base)
     assert cell_key(base.replace(transfer=base.transfer.replace(warmup_iterations=9))) == cell_key(base)
 
-
-@pytest.fixture(scope="module")
-def phantom_folders(tmp_path_factory):
-    """Domain a (48 images) -> domain b (80 images; 48 train, 16 validation, 16 held-out test), anatomy seeds 0 and
-    200 (the setting of the selftrain learning test)."""
-    root = tmp_path_factory.mktemp("semisup_learning")
-    write_phantom_dataset(root / "a", 48, 32, "a", 0)
-    write_phantom_dataset(root / "b", 80, 32, "b", 200)
-    return root
 
 
 def test_self_training_after_fine_tuning_is_not_worse_than_fine_tuning(phantom_folders, tmp_path, registered):

@@ -7,8 +7,20 @@ sweep, ``experiment run``, the cell identity and the report take it from here.
 
 from __future__ import annotations
 
-from transfer.methods import (adabn, augselftrain, augsource, fda, finetune, histmatch, scratch, selftrain, semisup, source_only,
-                              transfer)
+from transfer.methods import (
+    adabn,
+    adaptft,
+    augselftrain,
+    augsource,
+    fda,
+    finetune,
+    histmatch,
+    scratch,
+    selftrain,
+    semisup,
+    source_only,
+    transfer,
+)
 from transfer.methods.base import CellContext, Method, MethodOutput, Predictor, segmenter_predictor
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -24,6 +36,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     augsource.METHOD,
     fda.METHOD,
     augselftrain.METHOD,
+    adaptft.METHOD,
 )}
 
 

@@ -22,11 +22,14 @@ def finetune_config(exp: ExperimentConfig) -> SegmentationConfig:
     return segmentation_config(exp, max(1, exp.finetune_iterations), exp.finetune_lr, augment=True, seed_offset=1000)
 
 
-def fine_tune_on_ranks(ctx: CellContext, labelled: CXRData, config: SegmentationConfig, run_dir: Path) -> nn.Module:
-    """A copy of M_A fine-tuned on ``labelled`` in ``run_dir`` as ``transfer.baselines.fine_tune`` does it (last
-    weights kept, resumable), across the ranks under torchrun (``transfer.shared.train_on_ranks``)."""
-    init = {k: v.detach().clone() for k, v in ctx.m_a.state_dict().items()}
-    return train_on_ranks(copy.deepcopy(ctx.m_a), labelled, None, config, run_dir, ctx.device, init_state=init)
+def fine_tune_on_ranks(ctx: CellContext, labelled: CXRData, config: SegmentationConfig, run_dir: Path,
+                       start: nn.Module | None = None) -> nn.Module:
+    """A copy of ``start`` (default M_A) fine-tuned on ``labelled`` in ``run_dir`` as ``transfer.baselines.fine_tune``
+    does it (last weights kept, resumable), across the ranks under torchrun (``transfer.shared.train_on_ranks``)."""
+    start = ctx.m_a if start is None else start
+    init = {k: v.detach().clone() for k, v in start.state_dict().items()}
+    model = copy.deepcopy(start).requires_grad_(True)  # an EMA copy (adaptft's start) holds frozen parameters
+    return train_on_ranks(model, labelled, None, config, run_dir, ctx.device, init_state=init)
 
 
 def run(ctx: CellContext) -> MethodOutput:
