@@ -298,6 +298,18 @@ def _csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+MARKERS = "osD^v<>ph*X"
+
+
+def plot_styles(methods: Sequence[str]) -> dict[str, tuple[tuple[float, float, float, float], str]]:
+    """A colour (of matplotlib's 20-colour qualitative map) and a marker per method, no two methods alike in both: the
+    default colour cycle repeats after ten, and a full registry has more methods than that."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    return {m: (tuple(cmap(i % 20)), MARKERS[i % len(MARKERS)]) for i, m in enumerate(methods)}
+
+
 def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike, metric: str = "jaccard") -> Path:
     """PNG of ``metric`` (%) against label fraction (symlog axis, 0 included) with 95% CIs per method."""
     import matplotlib
@@ -305,8 +317,10 @@ def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for method in [m for m in _methods() if any(s["method"] == m for s in summary)]:
+    methods = [m for m in _methods() if any(s["method"] == m for s in summary)]
+    styles = plot_styles(methods)
+    fig, ax = plt.subplots(figsize=(7.6, 4.2), dpi=120)
+    for method in methods:
         pts = sorted((s for s in summary if s["method"] == method), key=lambda s: s["fraction"])
         x = np.array([100 * s["fraction"] for s in pts])
         y = np.array([100 * s[f"{metric}_mean"] for s in pts])
@@ -314,7 +328,8 @@ def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike
         hi = np.array([100 * s[f"{metric}_ci_high"] for s in pts])
         err = np.nan_to_num(np.stack([y - lo, hi - y]), nan=0.0)
         style = "--" if method in _fraction_free() else "-"
-        ax.errorbar(x, y, yerr=err, label=method, marker="o", linestyle=style, capsize=3)
+        colour, marker = styles[method]
+        ax.errorbar(x, y, yerr=err, label=method, color=colour, marker=marker, linestyle=style, capsize=3)
     ax.set_xscale("symlog", linthresh=1.0)
     ticks = sorted({100 * s["fraction"] for s in summary})
     ax.set_xticks(ticks)
@@ -322,7 +337,7 @@ def plot_fractions(summary: Sequence[Mapping[str, Any]], path: str | os.PathLike
     ax.set_xlabel("target labels used (% of the target training split)")
     ax.set_ylabel(f"{metric.capitalize()} (%) on the target test split")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

@@ -8,9 +8,11 @@ import math
 import pytest
 import torch
 
+from transfer.methods import METHODS
 from transfer.report import (
     attribution_rows,
     markdown_table,
+    plot_styles,
     recommendations,
     summarize_results,
     wilcoxon_rows,
@@ -64,6 +66,13 @@ def test_write_report_files(tmp_path):
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| 5% |" in paths["markdown"].read_text()
     assert paths["csv"].read_text().splitlines()[0].startswith("method,fraction,n_seeds")
+
+
+def test_plot_styles_tell_every_registered_method_apart():
+    names = list(METHODS)
+    assert len(names) > 10  # more than the default colour cycle holds
+    styles = plot_styles(names)
+    assert len(set(styles.values())) == len(names) and len({c for c, _ in styles.values()}) == len(names)
 
 
 def test_view_table_means_over_seeds():
