@@ -5,7 +5,8 @@ script scores, on each fold's **validation** images (never its test images), the
 views, as the cell predicts it), the fine-tuned model (``fine_tuned``: the cell's prediction) and the mean of their
 probabilities (``average``; ``average_direct``: the student without its flip view, what ``segment predict`` with
 both model files computes), with the dark gate and the post-processing of the cells. The first two must equal the
-cells' own ``val_stages`` (checked and printed; the average too where a cell logged it). A default for adaptft's prediction may be chosen from this table.
+cells' own ``val_stages`` (checked and printed; the average too where a cell logged it). A default for adaptft's
+prediction may be chosen from this table.
 
 Usage: python benchmarks/adaptft_stages_validation.py SWEEP_OUT [--json OUT.json]
 SWEEP_OUT is a sweep folder with finished adaptft cells (``cells/adaptft/f<fraction>/s<seed>-k<fold>-*``), its
