@@ -8,7 +8,7 @@ both model files computes), with the dark gate and the post-processing of the ce
 cells' own ``val_stages`` (checked and printed; the average too where a cell logged it). A default for adaptft's
 prediction may be chosen from this table.
 
-Usage: python benchmarks/adaptft_stages_validation.py SWEEP_OUT [--json OUT.json]
+Usage: python benchmarks/adaptft_stages_validation.py SWEEP_OUT [--seed S ...] [--json OUT.json]
 SWEEP_OUT is a sweep folder with finished adaptft cells (``cells/adaptft/f<fraction>/s<seed>-k<fold>-*``), its
 ``sweep_config.json``, ``folds_k<K>.json`` and ``results.jsonl``.
 """
@@ -47,6 +47,7 @@ def _jaccard(probs: torch.Tensor, images: torch.Tensor, masks: torch.Tensor, con
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
+    parser.add_argument("--seed", type=int, action="append", help="only this seed's cells (repeatable)")
     parser.add_argument("--json", type=Path)
     data = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
     parser.add_argument("--source", type=Path, default=data / "jsrt")
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
     cells = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
-    cells = [c for c in cells if c.get("method") == "adaptft" and "val_stages" in c]
+    cells = [c for c in cells if c.get("method") == "adaptft" and "val_stages" in c
+             and (not args.seed or int(c["seed"]) in args.seed)]
     if not cells:
         print(f"error: no finished adaptft cell in {results_path}; run the sweep with METHODS=adaptft first",
               file=sys.stderr)
