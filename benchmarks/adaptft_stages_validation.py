@@ -17,22 +17,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runtime.config import config_from_dict, load_config
+from runtime.config import config_from_dict
 from segmentation.config import SegmentationConfig
 from segmentation.inference import build_segmenter, predict_probabilities, probabilities_to_masks
 from segmentation.metrics import evaluate_masks
 from segmentation.postprocess import gate_dark
-from transfer.config import ExperimentConfig
 from transfer.methods.selftrain import DIRECT_VIEWS, IdentityTranslator
 from transfer.prediction import predict_views
+from transfer.results import RESULTS, read_results
 from transfer.shared import cell_splits, load_cell_data, normalizer
+
+from sweep_folder import add_data_options, sweep_experiment
 
 VARIANTS = ("adapted", "fine_tuned", "average", "average_direct")
 
@@ -49,27 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--seed", type=int, action="append", help="only this seed's cells (repeatable)")
     parser.add_argument("--json", type=Path)
-    data = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    parser.add_argument("--source", type=Path, default=data / "jsrt")
-    parser.add_argument("--target", type=Path, default=data / "montgomery")
+    add_data_options(parser)
     args = parser.parse_args(argv)
-    config_path, results_path = args.out / "sweep_config.json", args.out / "results.jsonl"
-    found = sorted(args.out.glob("folds_k*.json"))
-    for path in (config_path, results_path, found[0] if found else args.out / "folds_k<K>.json"):
-        if not path.is_file():
-            print(f"error: {path} not found; pass the folder of an experiment sweep --folds K with adaptft cells",
-                  file=sys.stderr)
-            return 2
-    cells = [json.loads(line) for line in results_path.read_text().splitlines() if line.strip()]
-    cells = [c for c in cells if c.get("method") == "adaptft" and "val_stages" in c
+    try:
+        exp = sweep_experiment(args.out, args.source, args.target)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results_path = args.out / RESULTS
+    cells = [c for c in read_results(results_path) if c.get("method") == "adaptft" and "val_stages" in c
              and (not args.seed or int(c["seed"]) in args.seed)]
     if not cells:
         print(f"error: no finished adaptft cell in {results_path}; run the sweep with METHODS=adaptft first",
               file=sys.stderr)
         return 2
-    exp = load_config(ExperimentConfig, config_path)
-    exp = exp.replace(out=str(args.out), folds=int(found[0].stem.removeprefix("folds_k")), source=str(args.source),
-                      target=str(args.target))
     torch.set_grad_enabled(False)
     _, target = load_cell_data(exp)
     classes = tuple(exp.classes)

@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runtime.config import load_config
-from segmentation.inference import load_segmenter, predict_probabilities, probabilities_to_masks
+from segmentation.inference import predict_probabilities, probabilities_to_masks
 from segmentation.metrics import evaluate_masks
 from segmentation.postprocess import dark_pixels
-from transfer.baselines import select_classes
-from transfer.config import ExperimentConfig
 from transfer.shared import cell_splits, load_cell_data, source_splits
+
+from sweep_folder import add_data_options, source_model, sweep_experiment
 
 FAILURE = 0.7
 """Jaccard below which an image counts as a failure (the report's threshold)."""
@@ -45,34 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="0.01,0.02,0.05")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    data = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    parser.add_argument("--source", type=Path, default=data / "jsrt")
-    parser.add_argument("--target", type=Path, default=data / "montgomery")
+    add_data_options(parser)
     args = parser.parse_args(argv)
     levels = [float(v) for v in args.levels.split(",")]
-    config_path = args.out / "sweep_config.json"
-    if not config_path.is_file():
-        print(f"error: {config_path} not found; pass the folder of an experiment sweep", file=sys.stderr)
+    try:
+        exp = sweep_experiment(args.out, args.source, args.target, seed=args.seed)
+        model, config = source_model(exp)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    exp = load_config(ExperimentConfig, config_path)
-    found = sorted(args.out.glob("folds_k*.json"))  # the sweep's --folds is not in its config file
-    if not found:
-        print(f"error: no folds_k<K>.json in {args.out}; run the sweep with --folds K first", file=sys.stderr)
-        return 2
-    folds_file = found[0]
-    exp = exp.replace(out=str(args.out), seed=args.seed, folds=int(folds_file.stem.removeprefix("folds_k")),
-                      source=str(args.source), target=str(args.target))
-    model_path = args.out / "source" / f"s{args.seed}" / "segmenter.pt"
-    for path in (folds_file, model_path):
-        if not path.is_file():
-            print(f"error: {path} not found; run the sweep first (it writes the folds and M_A)", file=sys.stderr)
-            return 2
     torch.set_grad_enabled(False)
     source, target = load_cell_data(exp)
-    model, config, _ = load_segmenter(model_path)
     index = [exp.model_classes.index(c) for c in exp.classes]
-    if exp.model_classes != exp.classes:
-        model, config = select_classes(model, index), config.replace(classes=tuple(exp.classes))
     classes = tuple(exp.classes)
     src_val = source.subset(source_splits(source, exp)["val"])
     lost = {level: float(((src_val.masks[:, index] > 0.5) & dark_pixels(src_val.images, level)).sum()

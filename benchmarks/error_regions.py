@@ -28,20 +28,19 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runtime.config import config_from_dict, load_config
+from runtime.config import config_from_dict
 from segmentation.config import SegmentationConfig
 from segmentation.inference import build_segmenter, load_segmenter, predict_probabilities, probabilities_to_masks
 from segmentation.postprocess import gate_dark
-from transfer.baselines import select_classes
-from transfer.config import ExperimentConfig
 from transfer.shared import cell_splits, load_cell_data
+
+from sweep_folder import add_data_options, source_model, sweep_experiment
 
 FAILURE = 0.7
 """Jaccard below which an image counts as a failure (the report's threshold)."""
@@ -119,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATTERN")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path)
-    data = Path(os.environ.get("CXR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-    parser.add_argument("--source", type=Path, default=data / "jsrt")
-    parser.add_argument("--target", type=Path, default=data / "montgomery")
+    add_data_options(parser)
     args = parser.parse_args(argv)
     models = {}
     for item in args.model:
@@ -130,18 +127,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: --model {item!r}: expected NAME=PATTERN with {{fold}} in PATTERN", file=sys.stderr)
             return 2
         models[name] = pattern
-    config_path = args.out / "sweep_config.json"
-    found = sorted(args.out.glob("folds_k*.json"))
-    ma_path = args.out / "source" / f"s{args.seed}" / "segmenter.pt"
-    for path, what in ((config_path, "sweep_config.json"), (found[0] if found else args.out / "folds_k<K>.json",
-                                                              "the folds file"), (ma_path, "M_A")):
-        if not path.is_file():
-            print(f"error: {path} not found ({what}); pass the folder of a finished experiment sweep --folds K",
-                  file=sys.stderr)
-            return 2
-    exp = load_config(ExperimentConfig, config_path)
-    exp = exp.replace(out=str(args.out), seed=args.seed, folds=int(found[0].stem.removeprefix("folds_k")),
-                      source=str(args.source), target=str(args.target))
+    try:
+        exp = sweep_experiment(args.out, args.source, args.target, seed=args.seed)
+        m_a, ma_config = source_model(exp)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     paths: dict[str, list[Path]] = {}
     for name, pattern in models.items():
         paths[name] = []
@@ -154,10 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             paths[name].append(hits[0])
     torch.set_grad_enabled(False)
     _, target = load_cell_data(exp)
-    m_a, ma_config, _ = load_segmenter(ma_path)
-    index = [exp.model_classes.index(c) for c in exp.classes]
-    if exp.model_classes != exp.classes:
-        m_a, ma_config = select_classes(m_a, index), ma_config.replace(classes=tuple(exp.classes))
     ma_config = ma_config.replace(dark_gate=exp.dark_gate)
     names = ["source_only", *models]
     per_image: dict[str, dict[str, dict[str, float]]] = {n: {} for n in names}

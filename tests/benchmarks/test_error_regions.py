@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "benchmarks"))  # the script imports its sibling sweep_folder, as when run
 _spec = importlib.util.spec_from_file_location("error_regions", REPO / "benchmarks" / "error_regions.py")
 error_regions = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(error_regions)
